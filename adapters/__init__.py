@@ -1,0 +1,1 @@
+"""Adapters: settings, the composition root, PostgreSQL/Redis/embedded services, gateways, jobs."""

@@ -1,0 +1,1 @@
+"""Payment gateway and vault adapters."""

@@ -1,0 +1,1 @@
+"""Read models: one module per read model, each a Projection and its PostgreSQL View."""
