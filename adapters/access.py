@@ -51,9 +51,9 @@ class AccessStore:
             )
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
-                SQL("INSERT INTO {} (tenant_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
-                    self._table("ledger_tenants")
-                ),
+                SQL(
+                    "INSERT INTO {} (tenant_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+                ).format(self._table("ledger_tenants")),
                 (tenant_id, name or tenant_id),
             )
             return curs.rowcount == 1

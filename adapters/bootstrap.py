@@ -199,15 +199,19 @@ def views_of(services: Services) -> list[BatchView]:
 
 def _secret(datastore: Any, name: str) -> bytes:
     """A random secret kept in PostgreSQL, created once, the same for every process."""
-    table = SQL("{}.{}").format(Identifier(datastore.schema or "public"), Identifier("ledger_secrets"))
+    table = SQL("{}.{}").format(
+        Identifier(datastore.schema or "public"), Identifier("ledger_secrets")
+    )
     with datastore.transaction(commit=True) as curs:
         curs.execute(
-            SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value text NOT NULL)").format(
-                table
-            )
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value text NOT NULL)"
+            ).format(table)
         )
         curs.execute(
-            SQL("INSERT INTO {} (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(table),
+            SQL("INSERT INTO {} (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
+                table
+            ),
             (name, secrets.token_hex(32)),
         )
         curs.execute(SQL("SELECT value FROM {} WHERE name = %s").format(table), (name,))

@@ -57,12 +57,15 @@ class NotificationStore:
                 ).format(self._table())
             )
 
-    def record(self, *, tenant_id: str, order_id: UUID, kind: str, recipient: str, subject: str) -> bool:
+    def record(
+        self, *, tenant_id: str, order_id: UUID, kind: str, recipient: str, subject: str
+    ) -> bool:
         """Record a sent notification once; False if it was already recorded."""
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
                 SQL(
-                    "INSERT INTO {} (notification_id, tenant_id, order_id, kind, recipient, subject)"
+                    "INSERT INTO {}"
+                    " (notification_id, tenant_id, order_id, kind, recipient, subject)"
                     " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
                 ).format(self._table()),
                 (uuid5(order_id, kind), tenant_id, order_id, kind, recipient, subject),
@@ -72,7 +75,9 @@ class NotificationStore:
     def for_order(self, tenant_id: str, order_id: UUID) -> list[dict[str, Any]]:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
-                SQL("SELECT * FROM {} WHERE tenant_id = %s AND order_id = %s").format(self._table()),
+                SQL("SELECT * FROM {} WHERE tenant_id = %s AND order_id = %s").format(
+                    self._table()
+                ),
                 (tenant_id, order_id),
             )
             return [dict(row) for row in curs.fetchall()]
@@ -111,7 +116,9 @@ class Jobs:
             recipient=customer.email,
             subject=f"Your order {order.number} is confirmed",
         )
-        logger.info("order confirmation for %s %s", order.number, "sent" if created else "already sent")
+        logger.info(
+            "order confirmation for %s %s", order.number, "sent" if created else "already sent"
+        )
 
 
 class DispatchView(BatchView):
@@ -120,9 +127,6 @@ class DispatchView(BatchView):
     base_name = "paid_order_dispatch"
 
     def table_statements(self) -> Iterable[Composed]:
-        return ()
-
-    def owned_tables(self) -> Sequence[Composed]:
         return ()
 
     def write(self, curs: Any, changes: Any) -> None:

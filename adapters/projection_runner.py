@@ -18,7 +18,12 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, Mapper, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from adapters.metrics import PROJECTION_ERRORS, PROJECTION_EVENTS, PROJECTION_LAG, PROJECTION_POSITION
+from adapters.metrics import (
+    PROJECTION_ERRORS,
+    PROJECTION_EVENTS,
+    PROJECTION_LAG,
+    PROJECTION_POSITION,
+)
 from projections.base import BatchProjection
 
 logger = logging.getLogger(__name__)
@@ -112,7 +117,9 @@ class ProjectionRunner:
             self.wakeup.wait(self.poll_interval_s)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name=f"projection-{self.label}", daemon=True)
+        self._thread = threading.Thread(
+            target=self.run, name=f"projection-{self.label}", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -219,7 +219,9 @@ class Ledger(Application[UUID]):
 
         return self._execute(tenant_id, idempotency_key, "place_order", params, run)
 
-    def _purchase(self, customer: Customer, order: Order, payment: dict[str, Any]) -> PaymentAttempt:
+    def _purchase(
+        self, customer: Customer, order: Order, payment: dict[str, Any]
+    ) -> PaymentAttempt:
         mode = payment.get("mode", "purchase")
         if mode != "purchase":
             raise UnsupportedPaymentMode(

@@ -35,7 +35,7 @@ class GatewayOutcome:
 
 
 class PaymentGateway(Protocol):
-    """A payment processor. ``idempotency_key`` makes a repeated request return the first outcome."""
+    """A payment processor; a repeated ``idempotency_key`` returns the first outcome."""
 
     name: str
 

@@ -25,7 +25,7 @@ class InvalidInput(DomainError):
 
 
 class NotFound(DomainError):
-    """The thing named does not exist (or belongs to another tenant, which is the same to a caller)."""
+    """The thing named does not exist, or belongs to another tenant (the same to a caller)."""
 
     code = "not_found"
 

@@ -30,6 +30,7 @@ class BatchView(PostgresTrackingRecorder):
     """Tables of one read model plus its tracking row, versioned so it can be rebuilt beside."""
 
     base_name: ClassVar[str] = ""
+    table_suffixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, datastore: PostgresDatastore, *, version: int = 1) -> None:
         self.version = version
@@ -82,9 +83,9 @@ class BatchView(PostgresTrackingRecorder):
                 )
             )
 
-    @abstractmethod
     def owned_tables(self) -> Sequence[Composed]:
         """The tables this view owns (for drop and for comparisons)."""
+        return [self.table(suffix) for suffix in self.table_suffixes]
 
 
 TView = TypeVar("TView", bound=BatchView)

@@ -42,6 +42,7 @@ _ORDER_COLUMNS = ("order_id", "customer_id", "currency", "placed_at", "captured_
 
 class CustomerSummariesView(BatchView):
     base_name = "customer_summaries"
+    table_suffixes = ("customers", "orders")
 
     def table_statements(self) -> Iterable[Composed]:
         yield SQL(
@@ -67,9 +68,6 @@ class CustomerSummariesView(BatchView):
             " placed_at timestamptz NOT NULL,"
             " captured_minor bigint NOT NULL)"
         ).format(self.table("orders"))
-
-    def owned_tables(self) -> Sequence[Composed]:
-        return [self.table("customers"), self.table("orders")]
 
     def load(
         self, curs: Cursor[DictRow], suffix: str, key: str, ids: Iterable[UUID]
@@ -128,7 +126,9 @@ def with_value_figures(row: dict[str, Any]) -> dict[str, Any]:
     value = row["value_by_currency"].get(row["currency"], {"net_minor": 0, "orders": 0})
     row["lifetime_value_minor"] = value["net_minor"]
     row["order_count"] = value["orders"]
-    row["average_order_value_minor"] = value["net_minor"] // value["orders"] if value["orders"] else 0
+    row["average_order_value_minor"] = (
+        value["net_minor"] // value["orders"] if value["orders"] else 0
+    )
     return row
 
 

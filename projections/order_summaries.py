@@ -38,6 +38,7 @@ _COLUMNS = (
 
 class OrderSummariesView(BatchView):
     base_name = "order_summaries"
+    table_suffixes = ("orders",)
 
     def table_statements(self) -> Iterable[Composed]:
         orders = self.table("orders")
@@ -68,9 +69,6 @@ class OrderSummariesView(BatchView):
                 SQL(f'"{self.name}_orders_{suffix}_idx"'), orders
             )
 
-    def owned_tables(self) -> Sequence[Composed]:
-        return [self.table("orders")]
-
     def load(self, curs: Cursor[DictRow], order_ids: Iterable[UUID]) -> dict[UUID, dict[str, Any]]:
         ids = list(order_ids)
         if not ids:
@@ -90,9 +88,7 @@ class OrderSummariesView(BatchView):
         curs.executemany(
             statement,
             [
-                tuple(
-                    orjson.dumps(row[c]).decode() if c == "lines" else row[c] for c in _COLUMNS
-                )
+                tuple(orjson.dumps(row[c]).decode() if c == "lines" else row[c] for c in _COLUMNS)
                 for row in changes.values()
             ],
         )

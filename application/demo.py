@@ -1,0 +1,155 @@
+"""A realistic demo data set, loaded through the application's own commands.
+
+Every command carries an idempotency key derived from the seed, so loading the demo twice
+changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from uuid import UUID
+
+from application.ledger import Ledger
+
+_FIRST = [
+    "Ada",
+    "Ben",
+    "Chloe",
+    "Diego",
+    "Emma",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jonas",
+    "Kemi",
+    "Liam",
+    "Maya",
+    "Noor",
+    "Olga",
+    "Pavel",
+]
+_LAST = [
+    "Nakamura",
+    "Okafor",
+    "Silva",
+    "Novak",
+    "Dubois",
+    "Schmidt",
+    "Rossi",
+    "Haddad",
+    "Kowalski",
+    "Jensen",
+    "Moreau",
+    "Lee",
+]
+# (country, currency) pairs a cross-border merchant typically sees.
+_MARKETS = [
+    ("US", "USD"),
+    ("US", "USD"),
+    ("GB", "GBP"),
+    ("DE", "EUR"),
+    ("FR", "EUR"),
+    ("JP", "JPY"),
+    ("CA", "CAD"),
+    ("AU", "AUD"),
+    ("KW", "KWD"),
+]
+_PRODUCTS = [
+    ("SKU-SERUM-30", 3900),
+    ("SKU-CREAM-50", 5400),
+    ("SKU-VITC-90", 2900),
+    ("SKU-STARTER-KIT", 12900),
+    ("SKU-REFILL", 1900),
+]
+# Mostly good cards, with the sandbox's declines sprinkled in.
+_CARDS = ["4242424242424242"] * 8 + ["5555555555554444", "4000000000000002", "4000000000009995"]
+
+
+def _scaled_price(price_minor_usd: int, currency: str) -> int:
+    """Round demo prices per currency exponent (JPY has none, KWD has three)."""
+    if currency == "JPY":
+        return price_minor_usd  # 3900 cents → ¥3,900: close enough for a demo
+    if currency == "KWD":
+        return price_minor_usd * 3  # 3900 cents → 11.700 KWD
+    return price_minor_usd
+
+
+def load_demo(
+    ledger: Ledger,
+    *,
+    tenant_id: str = "default",
+    customers: int = 300,
+    seed: int = 42,
+    progress: Callable[[int], None] = lambda _: None,
+) -> dict[str, int]:
+    """Register customers with cards and orders (some declined, refunded or cancelled)."""
+    rng = random.Random(seed)
+    counts = {"customers": 0, "orders": 0, "refunds": 0, "cancellations": 0}
+    for index in range(customers):
+        key = f"demo-{seed}-{index}"
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        country, currency = rng.choice(_MARKETS)
+        customer = ledger.register_customer(
+            tenant_id=tenant_id,
+            email=f"{first}.{last}.{index}@example.com".lower(),
+            name=f"{first} {last}",
+            country=country,
+            currency=currency,
+            idempotency_key=f"{key}-customer",
+        )
+        customer_id = UUID(customer.body["id"])
+        method = ledger.attach_payment_method(
+            tenant_id=tenant_id,
+            customer_id=customer_id,
+            card_number=rng.choice(_CARDS),
+            exp_month=rng.randint(1, 12),
+            exp_year=2030 + rng.randint(0, 4),
+            idempotency_key=f"{key}-card",
+        )
+        counts["customers"] += 1
+        for order_index in range(rng.choice([0, 1, 1, 2, 3])):
+            lines = [
+                {
+                    "sku": sku,
+                    "quantity": rng.randint(1, 3),
+                    "unit_price_minor": _scaled_price(price, currency),
+                }
+                for sku, price in rng.sample(_PRODUCTS, rng.randint(1, 3))
+            ]
+            pay = rng.random() < 0.9
+            order = ledger.place_order(
+                tenant_id=tenant_id,
+                customer_id=customer_id,
+                currency=currency,
+                lines=lines,
+                payment={"payment_method_id": method.body["id"], "mode": "purchase"}
+                if pay
+                else None,
+                source=rng.choice(["web", "web", "phone", "affiliate"]),
+                idempotency_key=f"{key}-order-{order_index}",
+            )
+            counts["orders"] += 1
+            order_id = UUID(order.body["id"])
+            status = order.body["status"]
+            if status == "paid" and rng.random() < 0.15:
+                amount = order.body["captured_minor"] // rng.choice([1, 2])
+                ledger.refund_order(
+                    tenant_id=tenant_id,
+                    order_id=order_id,
+                    amount_minor=amount,
+                    reason="customer request",
+                    idempotency_key=f"{key}-refund-{order_index}",
+                )
+                counts["refunds"] += 1
+            elif status in ("pending", "declined") and rng.random() < 0.5:
+                ledger.cancel_order(
+                    tenant_id=tenant_id,
+                    order_id=order_id,
+                    reason="abandoned",
+                    idempotency_key=f"{key}-cancel-{order_index}",
+                )
+                counts["cancellations"] += 1
+        progress(index + 1)
+    return counts
