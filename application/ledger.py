@@ -27,6 +27,7 @@ from application.idempotency import (
 from application.ports import PaymentGateway, Vault
 from domain.customer import Customer
 from domain.errors import DomainError, InvalidInput, NotFound
+from domain.money import InvalidAmount
 from domain.order import Order
 from domain.payment_attempt import PaymentAttempt
 
@@ -226,6 +227,10 @@ class Ledger(Application[UUID]):
         if mode != "purchase":
             raise UnsupportedPaymentMode(
                 f"payment mode {mode!r} is not supported yet; use 'purchase'", param="payment.mode"
+            )
+        if order.total_minor == 0:
+            raise InvalidAmount(
+                "an order paid at once needs a total above zero; omit payment", param="payment"
             )
         method = customer.payment_method(payment.get("payment_method_id", ""))
         attempt = PaymentAttempt(

@@ -54,6 +54,10 @@ class Customer(Aggregate):
 
         Raises ``InvalidEmail``, ``UnknownCountry``, ``UnknownCurrency``, ``InvalidInput``.
         """
+        if not isinstance(email, str):
+            raise InvalidEmail("an email address is a string", param="email")
+        if not isinstance(name, str):
+            raise InvalidInput("a name is a string", param="name")
         email = email.strip()
         if len(email) > 254 or not _EMAIL.match(email):
             raise InvalidEmail(f"{email!r} is not an email address", param="email")

@@ -60,12 +60,14 @@ class InvalidOrderLines(InvalidInput):
 
 def _validated_lines(lines: list[dict]) -> list[dict]:
     """Each line as {sku, quantity, unit_price_minor, amount_minor}; raises on bad input."""
-    if not lines:
+    if not isinstance(lines, list) or not lines:
         raise InvalidOrderLines("an order has at least one line", param="lines")
     if len(lines) > LINES_MAX:
         raise InvalidOrderLines(f"an order has at most {LINES_MAX} lines", param="lines")
     result = []
     for index, line in enumerate(lines):
+        if not isinstance(line, dict):
+            raise InvalidOrderLines("each line is an object", param=f"lines[{index}]")
         sku = line.get("sku")
         if not isinstance(sku, str) or not sku.strip() or len(sku) > SKU_LENGTH_MAX:
             raise InvalidOrderLines(
@@ -154,7 +156,12 @@ class Order(Aggregate):
 
         Raises ``OrderNotPayable``, ``InvalidAmount``, ``CaptureExceedsTotal``.
         """
-        if self.status not in (OrderStatus.PENDING, OrderStatus.DECLINED):
+        more_of_a_paid_order = (
+            self.status is OrderStatus.PAID and self.captured_minor < self.total_minor
+        )
+        if self.status not in (OrderStatus.PENDING, OrderStatus.DECLINED) and not (
+            more_of_a_paid_order
+        ):
             raise OrderNotPayable(f"an order that is {self.status.value} cannot be paid")
         validate_amount_minor(amount_minor, allow_zero=False)
         captured_minor = self.captured_minor + amount_minor
@@ -163,7 +170,9 @@ class Order(Aggregate):
                 f"capturing {amount_minor} would exceed the order total {self.total_minor}",
                 param="amount_minor",
             )
-        status = OrderStatus.PAID if captured_minor == self.total_minor else self.status
+        # Any captured money makes the order paid: from then on it can be refunded, and it can
+        # no longer be cancelled or declined (``captured_minor`` tells how much was taken).
+        status = OrderStatus.PAID
         self._payment_captured(
             attempt_id=attempt_id,
             amount_minor=amount_minor,

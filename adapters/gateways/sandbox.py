@@ -78,9 +78,13 @@ class SandboxVault:
         self, *, card_number: str, exp_month: int, exp_year: int, cvc: str | None
     ) -> CardDetails:
         number = card_number.replace(" ", "").replace("-", "")
-        if not number.isdigit() or not 12 <= len(number) <= 19 or not luhn_valid(number):
+        if (
+            not (number.isascii() and number.isdigit())
+            or not 12 <= len(number) <= 19
+            or not luhn_valid(number)
+        ):
             raise CardRejected("the card number is not valid", param="card_number")
-        if cvc is not None and (not cvc.isdigit() or len(cvc) not in (3, 4)):
+        if cvc is not None and (not (cvc.isascii() and cvc.isdigit()) or len(cvc) not in (3, 4)):
             raise CardRejected("the security code has 3 or 4 digits", param="cvc")
         if not 1 <= exp_month <= 12:
             raise CardRejected("the expiry month is 1 to 12", param="exp_month")

@@ -49,7 +49,9 @@ def test_an_approved_attempt_succeeds_with_the_gateway_transaction_id() -> None:
 def test_an_expired_card_is_a_hard_decline() -> None:
     attempt = request_attempt()
 
-    attempt.decline(decline_code="expired_card", message="Your card has expired.", transaction_id="ch_1")
+    attempt.decline(
+        decline_code="expired_card", message="Your card has expired.", transaction_id="ch_1"
+    )
 
     assert attempt.status is AttemptStatus.DECLINED
     assert attempt.decline_code == "expired_card"
