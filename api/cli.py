@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from adapters.bootstrap import Services, bootstrap
 from adapters.settings import Settings
 from application.demo import load_demo
+from domain.errors import DomainError
 
 app = typer.Typer(
     help="Commerce Ledger: an event-sourced ledger for commerce.", no_args_is_help=True
@@ -165,6 +166,9 @@ def keys_create(
     services = bootstrap()
     try:
         key = services.access.create_key(tenant, role)
+    except DomainError as error:
+        console.print(f"[red]error:[/red] {error.message}")
+        raise typer.Exit(code=2) from None
     finally:
         services.close()
     typer.echo(f"Created a {role} key for tenant {tenant}:")
