@@ -67,21 +67,21 @@ def _validated_lines(lines: list[dict]) -> list[dict]:
     result = []
     for index, line in enumerate(lines):
         if not isinstance(line, dict):
-            raise InvalidOrderLines("each line is an object", param=f"lines[{index}]")
+            raise InvalidOrderLines("each line is an object", param=f"lines.{index}")
         sku = line.get("sku")
         if not isinstance(sku, str) or not sku.strip() or len(sku) > SKU_LENGTH_MAX:
             raise InvalidOrderLines(
-                f"a SKU has 1 to {SKU_LENGTH_MAX} characters", param=f"lines[{index}].sku"
+                f"a SKU has 1 to {SKU_LENGTH_MAX} characters", param=f"lines.{index}.sku"
             )
         quantity = line.get("quantity")
         if isinstance(quantity, bool) or not isinstance(quantity, int):
-            raise InvalidOrderLines("quantity is an integer", param=f"lines[{index}].quantity")
+            raise InvalidOrderLines("quantity is an integer", param=f"lines.{index}.quantity")
         if not 1 <= quantity <= QUANTITY_MAX:
             raise InvalidOrderLines(
-                f"quantity is between 1 and {QUANTITY_MAX}", param=f"lines[{index}].quantity"
+                f"quantity is between 1 and {QUANTITY_MAX}", param=f"lines.{index}.quantity"
             )
         unit_price_minor = validate_amount_minor(
-            line.get("unit_price_minor"), param=f"lines[{index}].unit_price_minor"
+            line.get("unit_price_minor"), param=f"lines.{index}.unit_price_minor"
         )
         result.append(
             {

@@ -127,14 +127,14 @@ def test_a_line_with_a_bad_sku_raises_invalid_order_lines(sku: object) -> None:
     with pytest.raises(InvalidOrderLines) as raised:
         place([line(), line(sku=sku)])
 
-    assert raised.value.param == "lines[1].sku"
+    assert raised.value.param == "lines.1.sku"
 
 
 def test_a_line_without_a_sku_raises_invalid_order_lines() -> None:
     with pytest.raises(InvalidOrderLines) as raised:
         place([{"quantity": 1, "unit_price_minor": 100}])
 
-    assert raised.value.param == "lines[0].sku"
+    assert raised.value.param == "lines.0.sku"
 
 
 @pytest.mark.parametrize("quantity", [0, -1, QUANTITY_MAX + 1, 1.0, "2", True, None])
@@ -142,7 +142,7 @@ def test_a_line_with_a_bad_quantity_raises_invalid_order_lines(quantity: object)
     with pytest.raises(InvalidOrderLines) as raised:
         place([line(quantity=quantity)])
 
-    assert raised.value.param == "lines[0].quantity"
+    assert raised.value.param == "lines.0.quantity"
 
 
 @pytest.mark.parametrize("unit_price_minor", [-1, 9.99, "1000", None, AMOUNT_MINOR_MAX + 1])
@@ -150,7 +150,7 @@ def test_a_line_with_a_bad_unit_price_raises_invalid_amount(unit_price_minor: ob
     with pytest.raises(InvalidAmount) as raised:
         place([line(unit_price_minor=unit_price_minor)])
 
-    assert raised.value.param == "lines[0].unit_price_minor"
+    assert raised.value.param == "lines.0.unit_price_minor"
 
 
 def test_an_absurd_order_total_raises_invalid_amount() -> None:

@@ -1,0 +1,106 @@
+"""``/v1/customers``: register customers, keep cards on file, read lifetime value."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Response
+
+from api.deps import (
+    CommandPrincipal,
+    IdempotencyKey,
+    MinPosition,
+    ReadPrincipal,
+    ServicesDep,
+    command_body,
+    wait_for_position,
+)
+from api.schemas import (
+    CustomerCreate,
+    CustomerOut,
+    CustomerSummaryOut,
+    PaymentMethodCreate,
+    PaymentMethodOut,
+)
+from application.ledger import CustomerNotFound
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"])
+
+
+@router.post("", status_code=201, response_model=CustomerOut)
+def register_customer(
+    body: CustomerCreate,
+    principal: CommandPrincipal,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    result = services.ledger.register_customer(
+        tenant_id=principal.tenant_id,
+        email=body.email,
+        name=body.name,
+        country=body.country,
+        currency=body.currency,
+        idempotency_key=idempotency_key,
+    )
+    return command_body(response, result)
+
+
+@router.get("/{customer_id}", response_model=CustomerSummaryOut)
+def get_customer(
+    customer_id: UUID,
+    principal: ReadPrincipal,
+    services: ServicesDep,
+    min_position: MinPosition = None,
+) -> dict[str, Any]:
+    wait_for_position(services, services.customers, min_position)
+    row = services.customers.get(principal.tenant_id, customer_id)
+    if row is None:
+        raise CustomerNotFound(f"no customer {customer_id}", param="customer_id")
+    return customer_from_row(row)
+
+
+@router.post("/{customer_id}/payment-methods", status_code=201, response_model=PaymentMethodOut)
+def attach_payment_method(
+    customer_id: UUID,
+    body: PaymentMethodCreate,
+    principal: CommandPrincipal,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    result = services.ledger.attach_payment_method(
+        tenant_id=principal.tenant_id,
+        customer_id=customer_id,
+        card_number=body.card_number,
+        exp_month=body.exp_month,
+        exp_year=body.exp_year,
+        cvc=body.cvc,
+        idempotency_key=idempotency_key,
+    )
+    return command_body(response, result)
+
+
+def customer_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``customer_summaries`` row in the same words as the register command's response."""
+    return {
+        "id": row["customer_id"],
+        "email": row["email"],
+        "name": row["name"],
+        "country": row["country"],
+        "currency": row["currency"],
+        "created_at": _utc(row["registered_at"]),
+        "payment_methods": row["payment_methods"],
+        "lifetime_value_minor": row["lifetime_value_minor"],
+        "order_count": row["order_count"],
+        "average_order_value_minor": row["average_order_value_minor"],
+        "value_by_currency": row["value_by_currency"],
+        "first_order_at": _utc(row["first_order_at"]),
+        "last_order_at": _utc(row["last_order_at"]),
+    }
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(UTC) if moment is not None else None
