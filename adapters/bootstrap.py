@@ -96,6 +96,10 @@ class Services:
             runner.stop()
         self.listener.stop()
         self.broker.close()
+        # Let go of Redis connections too, so an embedded Redis sees its last client leave.
+        client = getattr(self.broker, "client", None)
+        if client is not None:
+            client.connection_pool.disconnect()
         self.ledger.close()
         for service in reversed(self._embedded):
             service.stop()
