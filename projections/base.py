@@ -16,6 +16,7 @@ from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
+import orjson
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.projection import Projection
@@ -52,6 +53,38 @@ class BatchView(PostgresTrackingRecorder):
     @abstractmethod
     def write(self, curs: Cursor[DictRow], changes: Any) -> None:
         """Write folded changes (inside the batch transaction)."""
+
+    def upsert(
+        self,
+        curs: Cursor[DictRow],
+        suffix: str,
+        columns: Sequence[str],
+        rows: Iterable[dict[str, Any]],
+        *,
+        jsonb_columns: frozenset[str] = frozenset(),
+    ) -> None:
+        """Insert or replace whole rows keyed by the first column (one pipelined executemany).
+
+        JSONB values are encoded with sorted keys, so equal documents are equal bytes.
+        """
+        placeholders = ", ".join("%s::jsonb" if c in jsonb_columns else "%s" for c in columns)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
+        statement = SQL(
+            "INSERT INTO {} (" + ", ".join(columns) + ") VALUES (" + placeholders + ")"
+            " ON CONFLICT (" + columns[0] + ") DO UPDATE SET " + updates
+        ).format(self.table(suffix))
+        curs.executemany(
+            statement,
+            [
+                tuple(
+                    orjson.dumps(row[c], option=orjson.OPT_SORT_KEYS).decode()
+                    if c in jsonb_columns
+                    else row[c]
+                    for c in columns
+                )
+                for row in rows
+            ],
+        )
 
     def commit_batch(self, changes: Any, tracking: Tracking) -> None:
         """Write the changes and advance the tracking position atomically.

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
-import orjson
 from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.utils import get_topic
 from psycopg import Cursor
@@ -82,32 +81,16 @@ class CustomerSummariesView(BatchView):
 
     def write(self, curs: Cursor[DictRow], changes: tuple[dict, dict]) -> None:
         customers, orders = changes
-        for suffix, columns, rows in (
-            ("customers", _CUSTOMER_COLUMNS, customers),
-            ("orders", _ORDER_COLUMNS, orders),
-        ):
-            if not rows:
-                continue
-            placeholders = ", ".join(
-                "%s::jsonb" if c == "value_by_currency" else "%s" for c in columns
+        if customers:
+            self.upsert(
+                curs,
+                "customers",
+                _CUSTOMER_COLUMNS,
+                customers.values(),
+                jsonb_columns=frozenset({"value_by_currency"}),
             )
-            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
-            statement = SQL(
-                "INSERT INTO {} (" + ", ".join(columns) + ") VALUES (" + placeholders + ")"
-                " ON CONFLICT (" + columns[0] + ") DO UPDATE SET " + updates
-            ).format(self.table(suffix))
-            curs.executemany(
-                statement,
-                [
-                    tuple(
-                        orjson.dumps(row[c], option=orjson.OPT_SORT_KEYS).decode()
-                        if c == "value_by_currency"
-                        else row[c]
-                        for c in columns
-                    )
-                    for row in rows.values()
-                ],
-            )
+        if orders:
+            self.upsert(curs, "orders", _ORDER_COLUMNS, orders.values())
 
     def get(self, tenant_id: str, customer_id: UUID) -> dict[str, Any] | None:
         with self.datastore.transaction(commit=False) as curs:

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
 from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.utils import get_topic
 from psycopg import Cursor
@@ -79,19 +78,7 @@ class OrderSummariesView(BatchView):
         return {row["order_id"]: dict(row) for row in curs.fetchall()}
 
     def write(self, curs: Cursor[DictRow], changes: dict[UUID, dict[str, Any]]) -> None:
-        placeholders = ", ".join("%s::jsonb" if c == "lines" else "%s" for c in _COLUMNS)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[1:])
-        statement = SQL(
-            "INSERT INTO {} (" + ", ".join(_COLUMNS) + ") VALUES (" + placeholders + ")"
-            " ON CONFLICT (order_id) DO UPDATE SET " + updates
-        ).format(self.table("orders"))
-        curs.executemany(
-            statement,
-            [
-                tuple(orjson.dumps(row[c]).decode() if c == "lines" else row[c] for c in _COLUMNS)
-                for row in changes.values()
-            ],
-        )
+        self.upsert(curs, "orders", _COLUMNS, changes.values(), jsonb_columns=frozenset({"lines"}))
 
     # Queries ----------------------------------------------------------------------------------
 
