@@ -64,3 +64,22 @@ def test_demo_then_rebuild_keeps_the_read_model_identical(cli_env, test_settings
         assert all(isinstance(row["order_id"], UUID) for row in before)
     finally:
         services.close()
+
+
+def test_the_bootstrap_api_key_is_an_admin_of_tenant_default_and_is_created_idempotently(
+    test_settings,
+):
+    settings = test_settings.model_copy(update={"bootstrap_api_key": "lk_bootstrap_example"})
+    for _ in range(2):  # a restart must neither fail nor add a second key
+        services = bootstrap(settings)
+        services.close()
+    services = bootstrap(settings)
+    try:
+        principal = services.access.authenticate("lk_bootstrap_example")
+        with services.ledger.factory.datastore.transaction() as curs:
+            curs.execute(f'SELECT count(*) AS keys FROM "{settings.db_schema}".ledger_api_keys')
+            keys = curs.fetchone()["keys"]
+    finally:
+        services.close()
+    assert (principal.tenant_id, principal.role) == ("default", "admin")
+    assert keys == 1
