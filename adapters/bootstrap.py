@@ -20,12 +20,12 @@ from adapters.gateways.sandbox import SandboxGateway, SandboxVault
 from adapters.jobs import DispatchView, Jobs, NotificationStore, PaidOrderDispatcher, redis_broker
 from adapters.listener import Listener
 from adapters.positions import PositionWaiter
-from adapters.postgres import ensure_schema, eventsourcing_env
+from adapters.postgres import connect, ensure_schema, eventsourcing_env
 from adapters.projection_runner import ProjectionRunner
 from adapters.settings import Settings
 from application.ledger import Ledger
 from application.ports import PaymentGateway, Vault
-from projections.base import POSITIONS_CHANNEL, BatchProjection, BatchView
+from projections.base import POSITIONS_CHANNEL, BatchProjection
 from projections.customer_summaries import CustomerSummariesProjection, CustomerSummariesView
 from projections.order_summaries import OrderSummariesProjection, OrderSummariesView
 
@@ -72,13 +72,14 @@ class Services:
         checks: dict[str, Any] = {}
         try:
             head = self.ledger.recorder.max_notification_id() or 0
+            positions = {
+                name: runner.view.position(self.ledger.name)
+                for name, runner in self.runners.items()
+            }
             checks["database"] = "ok"
             checks["projections"] = {
-                name: {
-                    "position": runner.view.position(self.ledger.name),
-                    "lag": head - runner.view.position(self.ledger.name),
-                }
-                for name, runner in self.runners.items()
+                name: {"position": position, "lag": head - position}
+                for name, position in positions.items()
             }
         except Exception as error:  # any failure means "not ready", reported by name
             checks["database"] = f"error: {type(error).__name__}"
@@ -132,13 +133,14 @@ def bootstrap(
         pool_size=settings.pool_size,
         pool_max_overflow=settings.pool_max_overflow,
     )
+    ledger = Ledger(
+        env,
+        vault=vault or SandboxVault(),
+        gateway=gateway or SandboxGateway(),
+        fingerprint_secret=_secret(database_url, settings.db_schema, "idempotency_fingerprint"),
+    )
     # The ledger's pool is shared by the read models and stores below: one budget of connections.
-    bare = Ledger(env, vault=SandboxVault(), gateway=SandboxGateway(), fingerprint_secret=b"")
-    datastore = bare.factory.datastore  # type: ignore[attr-defined]
-    ledger = bare
-    ledger.vault = vault or ledger.vault
-    ledger.gateway = gateway or ledger.gateway
-    ledger.fingerprint_secret = _secret(datastore, "idempotency_fingerprint")
+    datastore = ledger.factory.datastore  # type: ignore[attr-defined]
 
     access = AccessStore(datastore)
     access.create_tables()
@@ -197,27 +199,22 @@ def bootstrap(
     )
 
 
-def views_of(services: Services) -> list[BatchView]:
-    return [services.orders, services.customers]
-
-
-def _secret(datastore: Any, name: str) -> bytes:
+def _secret(database_url: str, schema: str, name: str) -> bytes:
     """A random secret kept in PostgreSQL, created once, the same for every process."""
-    table = SQL("{}.{}").format(
-        Identifier(datastore.schema or "public"), Identifier("ledger_secrets")
-    )
-    with datastore.transaction(commit=True) as curs:
-        curs.execute(
+    table = SQL("{}.{}").format(Identifier(schema), Identifier("ledger_secrets"))
+    with connect(database_url, autocommit=True) as conn:
+        conn.execute(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value text NOT NULL)"
             ).format(table)
         )
-        curs.execute(
+        conn.execute(
             SQL("INSERT INTO {} (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
                 table
             ),
             (name, secrets.token_hex(32)),
         )
-        curs.execute(SQL("SELECT value FROM {} WHERE name = %s").format(table), (name,))
-        row = curs.fetchone()
-    return bytes.fromhex(row["value"])
+        row = conn.execute(
+            SQL("SELECT value FROM {} WHERE name = %s").format(table), (name,)
+        ).fetchone()
+    return bytes.fromhex(row[0])

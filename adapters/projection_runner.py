@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -127,10 +126,3 @@ class ProjectionRunner:
         self.wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-
-    def wait_until(self, position: int, timeout_s: float = 10.0) -> bool:
-        """For tests and tools: block until this runner has applied ``position``."""
-        deadline = time.monotonic() + timeout_s
-        while self.position < position and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return self.position >= position
