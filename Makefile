@@ -27,6 +27,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m bench.write_path
 	$(BIN)/python -m bench.projection_catchup
+	$(BIN)/python -m bench.read_your_writes
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
