@@ -78,7 +78,11 @@ class Services:
             }
             checks["database"] = "ok"
             checks["projections"] = {
-                name: {"position": position, "lag": head - position}
+                name: {
+                    "position": position,
+                    "lag": head - position,
+                    "parked_aggregates": len(self.runners[name].parked_originator_ids),
+                }
                 for name, position in positions.items()
             }
         except Exception as error:  # any failure means "not ready", reported by name

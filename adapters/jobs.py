@@ -24,7 +24,7 @@ from psycopg.sql import SQL, Composed, Identifier
 from adapters.metrics import JOBS_ENQUEUED
 from application.ledger import CustomerNotFound, Ledger, OrderNotFound
 from domain.order import Order, OrderStatus
-from projections.base import BatchProjection, BatchView
+from projections.base import BatchProjection, BatchView, Parked
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +144,11 @@ class PaidOrderDispatcher(BatchProjection[DispatchView]):
     def fold(self, events: Sequence[Any]) -> None:
         return None
 
-    def process_batch(self, events: Sequence[Any], tracking: Tracking) -> None:
+    def process_batch(
+        self, events: Sequence[Any], tracking: Tracking, parked: Sequence[Parked] = ()
+    ) -> None:
         for event in events:
             if event.status == OrderStatus.PAID.value:
                 self.jobs.send_order_confirmation.send(str(event.originator_id))
                 JOBS_ENQUEUED.labels("send_order_confirmation").inc()
-        self.view.commit_batch(None, tracking)
+        self.view.commit_batch(None, tracking, parked)

@@ -18,6 +18,9 @@ PROJECTION_EVENTS = Counter(
 PROJECTION_ERRORS = Counter(
     "ledger_projection_errors_total", "Failed batches of a projection (retried)", ["projection"]
 )
+PROJECTION_PARKED = Counter(
+    "ledger_projection_parked_total", "Poison events parked by a projection", ["projection"]
+)
 JOBS_ENQUEUED = Counter("ledger_jobs_enqueued_total", "Jobs enqueued by dispatchers", ["job"])
 HTTP_REQUESTS = Histogram(
     "ledger_http_request_seconds", "HTTP request latency", ["method", "route", "status"]

@@ -144,9 +144,7 @@ def rebuild(name: Annotated[str, typer.Argument(help="Projection to rebuild from
             raise typer.BadParameter(
                 f"unknown projection {name!r}; known: {sorted(services.runners)}"
             )
-        runner.view.drop()
-        runner.view.create_table()
-        runner.position = 0
+        runner.reset()
         head = services.ledger.recorder.max_notification_id() or 0
         with _progress() as progress:
             task = progress.add_task(f"Rebuilding {name}", total=head)
@@ -155,6 +153,24 @@ def rebuild(name: Annotated[str, typer.Argument(help="Projection to rebuild from
             progress.update(task, completed=head)
     finally:
         services.close()
+
+
+@app.command("retry-parked")
+def retry_parked(
+    name: Annotated[str, typer.Argument(help="Projection whose parked events to retry")],
+) -> None:
+    """Apply a projection's parked (dead-lettered) events again (stop its runner first)."""
+    services = bootstrap()
+    try:
+        runner = services.runners.get(name)
+        if runner is None:
+            raise typer.BadParameter(
+                f"unknown projection {name!r}; known: {sorted(services.runners)}"
+            )
+        applied, still_parked = runner.retry_parked()
+    finally:
+        services.close()
+    typer.echo(f"{name}: {applied} parked events applied, {still_parked} still parked")
 
 
 @keys_app.command("create")

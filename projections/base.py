@@ -5,6 +5,11 @@ live in the same database, and ``commit_batch`` writes both in one transaction, 
 mid-batch leaves neither (exactly-once). It also notifies ``ledger_positions`` in that
 transaction, which lets readers wait for their own writes without polling.
 
+An event the projection cannot apply (a poison event) is *parked* in the view's dead-letter
+table with its error, together with every later event of the same aggregate, in the same
+transaction that advances the position: the read model goes on, nothing is lost, and parked
+events can be retried once the cause is fixed.
+
 A ``BatchProjection`` folds a batch of domain events into rows in memory (one dispatch per event
 class), then hands the changed rows to its view. Folding never reads the clock or the outside
 world, so rebuilding from the same log yields identical tables.
@@ -14,7 +19,9 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
+from uuid import UUID
 
 import orjson
 from eventsourcing.persistence import Tracking
@@ -25,6 +32,17 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 POSITIONS_CHANNEL = "ledger_positions"
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A notification set aside, and why."""
+
+    notification_id: int
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    error: str
 
 
 class BatchView(PostgresTrackingRecorder):
@@ -39,6 +57,17 @@ class BatchView(PostgresTrackingRecorder):
         super().__init__(datastore, tracking_table_name=f"{self.name}_tracking")
         for statement in self.table_statements():
             self.sql_create_statements.append(statement)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " notification_id bigint PRIMARY KEY,"
+                " originator_id uuid NOT NULL,"
+                " originator_version bigint NOT NULL,"
+                " topic text NOT NULL,"
+                " error text NOT NULL,"
+                " parked_at timestamptz NOT NULL DEFAULT now())"
+            ).format(self.dead_letters)
+        )
 
     @abstractmethod
     def table_statements(self) -> Iterable[Composed]:
@@ -86,8 +115,12 @@ class BatchView(PostgresTrackingRecorder):
             ],
         )
 
-    def commit_batch(self, changes: Any, tracking: Tracking) -> None:
-        """Write the changes and advance the tracking position atomically.
+    @property
+    def dead_letters(self) -> Composed:
+        return self.table("dead_letters")
+
+    def commit_batch(self, changes: Any, tracking: Tracking, parked: Sequence[Parked] = ()) -> None:
+        """Write the changes, park poison events and advance the tracking position atomically.
 
         Raises eventsourcing's ``IntegrityError`` if the position does not advance (another
         runner got there first); the transaction then rolls back and nothing is applied twice.
@@ -95,19 +128,49 @@ class BatchView(PostgresTrackingRecorder):
         with self.datastore.transaction(commit=True) as curs:
             if changes:
                 self.write(curs, changes)
+            if parked:
+                curs.executemany(
+                    SQL(
+                        "INSERT INTO {} (notification_id, originator_id, originator_version,"
+                        " topic, error) VALUES (%s, %s, %s, %s, %s)"
+                    ).format(self.dead_letters),
+                    [
+                        (p.notification_id, p.originator_id, p.originator_version, p.topic, p.error)
+                        for p in parked
+                    ],
+                )
             self._insert_tracking(curs, tracking)
             curs.execute(
                 "SELECT pg_notify(%s, %s)",
                 (POSITIONS_CHANNEL, f"{self.name}:{tracking.notification_id}"),
             )
 
+    def commit_retry(self, changes: Any, notification_ids: Sequence[int]) -> None:
+        """Write changes folded from parked events and take them out of the dead letters."""
+        with self.datastore.transaction(commit=True) as curs:
+            if changes:
+                self.write(curs, changes)
+            self.unpark(curs, notification_ids)
+
     def position(self, application_name: str) -> int:
         return self.max_tracking_id(application_name) or 0
+
+    def parked(self) -> list[dict[str, Any]]:
+        """Parked events, oldest first."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT * FROM {} ORDER BY notification_id").format(self.dead_letters))
+            return [dict(row) for row in curs.fetchall()]
+
+    def unpark(self, curs: Cursor[DictRow], notification_ids: Sequence[int]) -> None:
+        curs.execute(
+            SQL("DELETE FROM {} WHERE notification_id = ANY(%s)").format(self.dead_letters),
+            (list(notification_ids),),
+        )
 
     def drop(self) -> None:
         """Drop this version's tables (a rebuild replays into a fresh version)."""
         with self.datastore.transaction(commit=True) as curs:
-            for table in self.owned_tables():
+            for table in (*self.owned_tables(), self.dead_letters):
                 curs.execute(SQL("DROP TABLE IF EXISTS {} CASCADE").format(table))
             curs.execute(
                 SQL("DROP TABLE IF EXISTS {}.{}").format(
@@ -131,9 +194,11 @@ class BatchProjection(Projection[TView], Generic[TView]):
     def fold(self, events: Sequence[Any]) -> Any:
         """Return the row changes for a batch of events (reading current rows as needed)."""
 
-    def process_batch(self, events: Sequence[Any], tracking: Tracking) -> None:
+    def process_batch(
+        self, events: Sequence[Any], tracking: Tracking, parked: Sequence[Parked] = ()
+    ) -> None:
         changes = self.fold(events) if events else None
-        self.view.commit_batch(changes, tracking)
+        self.view.commit_batch(changes, tracking, parked)
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """One event at a time (the stock runner's interface): a batch of one."""

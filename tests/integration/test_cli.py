@@ -83,3 +83,9 @@ def test_the_bootstrap_api_key_is_an_admin_of_tenant_default_and_is_created_idem
         services.close()
     assert (principal.tenant_id, principal.role) == ("default", "admin")
     assert keys == 1
+
+
+def test_retry_parked_reports_what_it_applied(cli_env):
+    result = CliRunner().invoke(app, ["retry-parked", "order_summaries"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    assert "order_summaries: 0 parked events applied, 0 still parked" in result.output

@@ -36,15 +36,18 @@ def test_a_crash_mid_batch_applies_nothing_and_a_restart_applies_everything_once
     ]
     shop.ledger.refund_order(tenant_id="acme", order_id=order_ids[0], amount_minor=400)
 
+    class SimulatedCrash(BaseException):
+        """Like the process being killed: not an error any handler would catch."""
+
     class CrashAfterWritingRows(OrderSummariesView):
         """Writes the batch's rows, then dies before the transaction commits."""
 
         def write(self, curs, changes):
             super().write(curs, changes)
-            raise RuntimeError("simulated crash mid-batch")
+            raise SimulatedCrash
 
     crashing_view = CrashAfterWritingRows(services.orders.datastore)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(SimulatedCrash):
         _runner(services, crashing_view).catch_up()
 
     assert services.orders.position(services.ledger.name) == 0
@@ -194,3 +197,55 @@ def test_two_concurrent_refunds_of_one_order_one_wins_the_other_gets_a_clean_con
         "ConcurrentModification",
     ]
     assert shop.ledger.get_order("acme", order_id).refunded_minor == 3000
+
+
+def test_a_poison_event_is_parked_with_later_events_of_its_aggregate_and_the_rest_goes_on(
+    services, shop
+):
+    customer_id, method_id = shop.customer()
+    healthy = [UUID(shop.paid_order(customer_id, method_id, 100 + i).body["id"]) for i in range(3)]
+    poisoned = UUID(shop.paid_order(customer_id, method_id, 999).body["id"])
+    shop.ledger.refund_order(tenant_id="acme", order_id=poisoned, amount_minor=99)
+    shop.ledger.refund_order(tenant_id="acme", order_id=healthy[0], amount_minor=10)
+    last = shop.paid_order(customer_id, method_id, 555)
+
+    class BrokenOnOneOrder(OrderSummariesProjection):
+        """A projection bug that only one order's events trigger."""
+
+        def fold(self, events):
+            if any(
+                e.originator_id == poisoned and isinstance(e, Order.PaymentCaptured) for e in events
+            ):
+                raise KeyError("a bug in the projection")
+            return super().fold(events)
+
+    runner = ProjectionRunner(
+        application_name=services.ledger.name,
+        recorder=services.ledger.recorder,
+        mapper=services.ledger.mapper,
+        projection=BrokenOnOneOrder(services.orders),
+    )
+    runner.catch_up()
+
+    assert runner.position == last.position  # the read model went on to the head of the log
+    rows = {row["order_id"]: row for row in services.orders.list("acme", limit=100)}
+    assert rows[healthy[0]]["refunded_minor"] == 10
+    assert rows[UUID(last.body["id"])]["status"] == "paid"
+    assert rows[poisoned]["status"] == "pending"  # Placed applied; its capture was the poison
+    parked = services.orders.parked()
+    assert [p["originator_id"] for p in parked] == [poisoned, poisoned]
+    assert "KeyError" in parked[0]["error"]
+    assert "earlier event of this aggregate is parked" in parked[1]["error"]
+
+    # Once the projection is fixed, the parked events apply in order and leave the dead letters.
+    fixed = _runner(services, services.orders)
+    assert fixed.parked_originator_ids == {poisoned}
+    assert fixed.retry_parked() == (2, 0)
+    row = services.orders.get("acme", poisoned)
+    assert (row["status"], row["captured_minor"], row["refunded_minor"]) == (
+        "partially_refunded",
+        999,
+        99,
+    )
+    assert services.orders.parked() == []
+    assert fixed.parked_originator_ids == set()
