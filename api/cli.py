@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from adapters.bootstrap import Services, bootstrap
+from adapters.projection_runner import ProjectionRunner
 from adapters.settings import Settings
 from application.demo import load_demo
 from domain.errors import DomainError
@@ -72,6 +73,13 @@ def _load_demo(services: Services, customers: int) -> None:
             progress=lambda done: progress.update(task, completed=done),
         )
     console.print(f"Demo data in tenant 'default': {counts}")
+
+
+def _runner_named(services: Services, name: str) -> ProjectionRunner:
+    runner = services.runners.get(name)
+    if runner is None:
+        raise typer.BadParameter(f"unknown projection {name!r}; known: {sorted(services.runners)}")
+    return runner
 
 
 @app.command()
@@ -139,11 +147,7 @@ def rebuild(name: Annotated[str, typer.Argument(help="Projection to rebuild from
     """Drop a read model and replay the whole log into it (stop its runner first)."""
     services = bootstrap()
     try:
-        runner = services.runners.get(name)
-        if runner is None:
-            raise typer.BadParameter(
-                f"unknown projection {name!r}; known: {sorted(services.runners)}"
-            )
+        runner = _runner_named(services, name)
         runner.reset()
         head = services.ledger.recorder.max_notification_id() or 0
         with _progress() as progress:
@@ -162,11 +166,7 @@ def retry_parked(
     """Apply a projection's parked (dead-lettered) events again (stop its runner first)."""
     services = bootstrap()
     try:
-        runner = services.runners.get(name)
-        if runner is None:
-            raise typer.BadParameter(
-                f"unknown projection {name!r}; known: {sorted(services.runners)}"
-            )
+        runner = _runner_named(services, name)
         applied, still_parked = runner.retry_parked()
     finally:
         services.close()
