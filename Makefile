@@ -24,10 +24,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The fast benches (about 6 minutes); the slow ones (bench.rebuild, bench.scale) are in bench/README.md.
 bench: $(STAMP)
-	$(BIN)/python -m bench.write_path
+	$(BIN)/python -m bench.write_path --callers 16
 	$(BIN)/python -m bench.projection_catchup
 	$(BIN)/python -m bench.read_your_writes
+	$(BIN)/python -m bench.http_load
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

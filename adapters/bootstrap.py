@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import dramatiq
@@ -17,17 +21,35 @@ from psycopg.sql import SQL, Identifier
 from adapters.access import AccessStore
 from adapters.embedded import EmbeddedPostgres, EmbeddedRedis
 from adapters.gateways.sandbox import SandboxGateway, SandboxVault
-from adapters.jobs import DispatchView, Jobs, NotificationStore, PaidOrderDispatcher, redis_broker
+from adapters.gateways.sandbox_book import PgSandboxBook, SandboxBook
+from adapters.jobs import (
+    ConfirmationSweeper,
+    DispatchView,
+    Jobs,
+    NotificationStore,
+    PaidOrderDispatcher,
+    redis_broker,
+)
 from adapters.listener import Listener
 from adapters.positions import PositionWaiter
-from adapters.postgres import connect, ensure_schema, eventsourcing_env
+from adapters.postgres import (
+    configured_by_env_only,
+    connect,
+    ensure_schema,
+    eventsourcing_env,
+)
+from adapters.projection_lock import ProjectionLock
 from adapters.projection_runner import ProjectionRunner
+from adapters.reconciliation import PaymentReconciler
 from adapters.settings import Settings
 from application.ledger import Ledger
 from application.ports import PaymentGateway, Vault
-from projections.base import POSITIONS_CHANNEL, BatchProjection
+from projections.base import BatchProjection, BatchView, positions_channel
 from projections.customer_summaries import CustomerSummariesProjection, CustomerSummariesView
+from projections.gateway_report import GatewayReportProjection, GatewayReportView
 from projections.order_summaries import OrderSummariesProjection, OrderSummariesView
+from projections.sales_report import SalesReportProjection, SalesReportView
+from projections.versions import ServingVersions
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +62,7 @@ class Services:
     database_url: str
     redis_url: str
     ledger: Ledger
-    orders: OrderSummariesView
-    customers: CustomerSummariesView
+    serving: ServingVersions
     access: AccessStore
     notifications: NotificationStore
     waiter: PositionWaiter
@@ -49,8 +70,31 @@ class Services:
     runners: dict[str, ProjectionRunner]
     broker: dramatiq.Broker
     jobs: Jobs
+    sandbox_book: SandboxBook | None = None
     _embedded: list[Any] = field(default_factory=list)
     _worker: dramatiq.Worker | None = None
+    _sweeper: ConfirmationSweeper | None = None
+    _reconciler: PaymentReconciler | None = None
+
+    @property
+    def orders(self) -> OrderSummariesView:
+        """The serving version of the orders read model (it changes on a blue/green switch)."""
+        return self.serving.serving_view("order_summaries")  # type: ignore[return-value]
+
+    @property
+    def customers(self) -> CustomerSummariesView:
+        """The serving version of the customers read model."""
+        return self.serving.serving_view("customer_summaries")  # type: ignore[return-value]
+
+    @property
+    def sales_report(self) -> SalesReportView:
+        """The serving version of the sales report read model."""
+        return self.serving.serving_view("sales_report")  # type: ignore[return-value]
+
+    @property
+    def gateway_report(self) -> GatewayReportView:
+        """The serving version of the gateway report read model."""
+        return self.serving.serving_view("gateway_report")  # type: ignore[return-value]
 
     def start_listener(self) -> None:
         self.listener.start()
@@ -65,41 +109,74 @@ class Services:
             self.broker, worker_threads=threads or self.settings.worker_threads
         )
         self._worker.start()
+        # The log is the outbox: re-enqueue confirmations a broker hiccup lost.
+        self._sweeper = ConfirmationSweeper(
+            lambda: self.orders,
+            self.notifications,
+            self.jobs,
+            grace_s=self.settings.sweep_grace_s,
+            interval_s=self.settings.sweep_interval_s,
+        )
+        self._sweeper.start()
+        # Attempts whose outcome nobody learnt are finished with their own gateway key.
+        self._reconciler = PaymentReconciler(
+            self.ledger,
+            lambda: self.orders,
+            after_s=self.settings.reconcile_after_s,
+            interval_s=self.settings.reconcile_interval_s,
+        )
+        self._reconciler.start()
         return self._worker
 
-    def readiness(self) -> dict[str, Any]:
-        """Database, Redis and projection lag, for ``/readyz``."""
-        checks: dict[str, Any] = {}
-        try:
+    def readiness(self, timeout_s: float = 1.5) -> dict[str, Any]:
+        """Database, Redis and projection lag, for ``/readyz``.
+
+        Each check runs in its own thread and is reported as an error if it has not answered
+        within ``timeout_s``: a probe must answer while PostgreSQL or Redis hangs, and a hung
+        check thread ends by itself at the pool's or the socket's timeout.
+        """
+
+        def database() -> dict[str, Any]:
             head = self.ledger.recorder.max_notification_id() or 0
-            positions = {
-                name: runner.view.position(self.ledger.name)
-                for name, runner in self.runners.items()
+            return {
+                "database": "ok",
+                "projections": {
+                    name: _projection_readiness(view, self.ledger.name, head)
+                    for name in self.serving.names
+                    if (view := self.serving.serving_view(name))
+                },
             }
-            checks["database"] = "ok"
-            checks["projections"] = {
-                name: {
-                    "position": position,
-                    "lag": head - position,
-                    "parked_aggregates": len(self.runners[name].parked_originator_ids),
-                }
-                for name, position in positions.items()
-            }
-        except Exception as error:  # any failure means "not ready", reported by name
-            checks["database"] = f"error: {type(error).__name__}"
-        try:
+
+        def redis() -> dict[str, Any]:
             self.broker.client.ping()
-            checks["redis"] = "ok"
-        except Exception as error:
-            checks["redis"] = f"error: {type(error).__name__}"
+            return {"redis": "ok"}
+
+        executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readiness")
+        futures = {"database": executor.submit(database), "redis": executor.submit(redis)}
+        executor.shutdown(wait=False)
+        deadline = time.monotonic() + timeout_s
+        checks: dict[str, Any] = {}
+        for name, future in futures.items():
+            try:
+                checks.update(future.result(timeout=max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                checks[name] = f"error: no answer within {timeout_s} s"
+            except Exception as error:  # any failure means "not ready", reported by name
+                checks[name] = f"error: {type(error).__name__}"
         return checks
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+        if self._reconciler is not None:
+            self._reconciler.stop()
         if self._worker is not None:
-            self._worker.stop()
+            # A job mid-run gets 5 s: shutdown stays within what systemd waits for.
+            self._worker.stop(timeout=5_000)
         for runner in self.runners.values():
             runner.stop()
         self.listener.stop()
+        self.access.close()
         self.broker.close()
         # Let go of Redis connections too, so an embedded Redis sees its last client leave.
         client = getattr(self.broker, "client", None)
@@ -110,6 +187,30 @@ class Services:
             service.stop()
 
 
+IN_MEMORY_ENV = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+
+def bootstrap_ledger(
+    env: dict[str, str] | None = None,
+    *,
+    vault: Vault | None = None,
+    gateway: PaymentGateway | None = None,
+    fingerprint_secret: bytes = b"in-memory",
+    now: Callable[[], datetime] | None = None,
+) -> Ledger:
+    """The Ledger application with its ports: the sandbox unless told otherwise, and in-memory
+    persistence unless given an environment. Unit tests call this with fakes; ``bootstrap``
+    calls it with PostgreSQL's environment.
+    """
+    return configured_by_env_only(Ledger)(
+        env or IN_MEMORY_ENV,
+        vault=vault or SandboxVault(),
+        gateway=gateway or SandboxGateway(),
+        fingerprint_secret=fingerprint_secret,
+        **({"now": now} if now else {}),
+    )
+
+
 def bootstrap(
     settings: Settings | None = None,
     *,
@@ -118,17 +219,10 @@ def bootstrap(
     broker: dramatiq.Broker | None = None,
 ) -> Services:
     settings = settings or Settings()
-    embedded: list[Any] = []
-    database_url = settings.database_url
-    if database_url is None:
-        postgres = EmbeddedPostgres(settings.data_dir)
-        embedded.append(postgres)
-        database_url = postgres.url
-    redis_url = settings.redis_url
-    if redis_url is None and broker is None:
-        redis = EmbeddedRedis(settings.data_dir)
-        embedded.append(redis)
-        redis_url = redis.url
+    embedded = start_embedded(settings, redis=broker is None)
+    database_url = embedded.settings.database_url
+    redis_url = embedded.settings.redis_url
+    assert database_url is not None
 
     ensure_schema(database_url, settings.db_schema)
     env = eventsourcing_env(
@@ -137,14 +231,21 @@ def bootstrap(
         pool_size=settings.pool_size,
         pool_max_overflow=settings.pool_max_overflow,
     )
-    ledger = Ledger(
+    ledger = bootstrap_ledger(
         env,
-        vault=vault or SandboxVault(),
-        gateway=gateway or SandboxGateway(),
+        vault=vault,
+        gateway=gateway,
         fingerprint_secret=_secret(database_url, settings.db_schema, "idempotency_fingerprint"),
     )
     # The ledger's pool is shared by the read models and stores below: one budget of connections.
     datastore = ledger.factory.datastore  # type: ignore[attr-defined]
+    ledger.recorder.batch_saves_max = settings.group_commit_saves_max  # type: ignore[attr-defined]
+    if gateway is None:
+        # The default processor is the sandbox, keeping its own books in this database.
+        book = PgSandboxBook(datastore)
+        book.create_tables()
+        ledger.gateway = SandboxGateway(book)
+    sandbox_book = ledger.gateway.book if isinstance(ledger.gateway, SandboxGateway) else None
 
     access = AccessStore(datastore)
     access.create_tables()
@@ -153,20 +254,30 @@ def bootstrap(
     notifications = NotificationStore(datastore)
     notifications.create_tables()
 
-    orders = OrderSummariesView(datastore)
-    customers = CustomerSummariesView(datastore)
-    dispatch = DispatchView(datastore)
-    for view in (orders, customers, dispatch):
-        view.create_table()
+    view_classes: dict[str, type[BatchView]] = {
+        "order_summaries": OrderSummariesView,
+        "customer_summaries": CustomerSummariesView,
+        "paid_order_dispatch": DispatchView,
+        "sales_report": SalesReportView,
+        "gateway_report": GatewayReportView,
+    }
+    serving = ServingVersions(
+        datastore,
+        {name: _view_factory(cls, datastore) for name, cls in view_classes.items()},
+    )
+    serving.create_tables()
 
     broker = broker or redis_broker(redis_url or "", settings.redis_namespace)
     jobs = Jobs(broker, ledger, notifications)
-    waiter = PositionWaiter(ledger.name, [orders, customers])
+    waiter = PositionWaiter(ledger.name, serving, head=ledger.recorder.max_notification_id)
 
+    serving_view: Any = serving.serving_view  # each projection's own view class
     projections: list[BatchProjection[Any]] = [
-        OrderSummariesProjection(orders),
-        CustomerSummariesProjection(customers),
-        PaidOrderDispatcher(dispatch, jobs),
+        OrderSummariesProjection(serving_view("order_summaries")),
+        CustomerSummariesProjection(serving_view("customer_summaries")),
+        PaidOrderDispatcher(serving_view("paid_order_dispatch"), jobs),
+        SalesReportProjection(serving_view("sales_report")),
+        GatewayReportProjection(serving_view("gateway_report")),
     ]
     runners = {
         projection.name: ProjectionRunner(
@@ -177,21 +288,31 @@ def bootstrap(
             batch_size=settings.projection_batch_size,
             poll_interval_s=settings.projection_poll_interval_s,
             on_commit=waiter.advance,
+            # One active runner per projection across processes; the others stand by.
+            lock=ProjectionLock(database_url, settings.db_schema, projection.name),
+            serving=serving,
         )
         for projection in projections
     }
     listener = Listener(database_url)
+    # A switch of serving versions: refresh them first, then wake the runners to follow.
+    listener.subscribe(serving.channel, serving.on_notify)
+    listener.on_connect(serving.refresh)
     for runner in runners.values():
         listener.subscribe(ledger.recorder.channel_name, runner.notify)  # type: ignore[attr-defined]
-    listener.subscribe(POSITIONS_CHANNEL, waiter.on_notify)
+        listener.subscribe(serving.channel, runner.notify)
+    listener.subscribe(positions_channel(settings.db_schema), waiter.on_notify)
+    # API keys are cached only while their changes are heard (see ``adapters.access``).
+    listener.subscribe(access.channel, access.on_notify)
+    listener.on_connect(access.start_caching)
+    listener.on_disconnect(access.stop_caching)
 
     return Services(
         settings=settings,
         database_url=database_url,
         redis_url=redis_url or "",
         ledger=ledger,
-        orders=orders,
-        customers=customers,
+        serving=serving,
         access=access,
         notifications=notifications,
         waiter=waiter,
@@ -199,8 +320,58 @@ def bootstrap(
         runners=runners,
         broker=broker,
         jobs=jobs,
-        _embedded=embedded,
+        sandbox_book=sandbox_book,
+        _embedded=embedded.servers,
     )
+
+
+@dataclass
+class EmbeddedServers:
+    """The servers started for the URLs the settings leave unset, and settings naming them."""
+
+    settings: Settings
+    servers: list[Any]
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+
+def start_embedded(settings: Settings, *, redis: bool = True) -> EmbeddedServers:
+    """Start an embedded PostgreSQL (and Redis, if ``redis``) for each URL that is not set.
+
+    ``ledger serve --workers N`` starts them once, in the parent, and hands their URLs to the
+    workers; ``bootstrap`` calls it for a single process.
+    """
+    servers: list[Any] = []
+    urls: dict[str, str] = {}
+    if settings.database_url is None:
+        postgres = EmbeddedPostgres(settings.data_dir)
+        servers.append(postgres)
+        urls["database_url"] = postgres.url
+    if settings.redis_url is None and redis:
+        try:
+            embedded_redis = EmbeddedRedis(settings.data_dir)
+        except BaseException:
+            EmbeddedServers(settings, servers).stop()
+            raise
+        servers.append(embedded_redis)
+        urls["redis_url"] = embedded_redis.url
+    return EmbeddedServers(settings.model_copy(update=urls), servers)
+
+
+def _view_factory(view_class: type[BatchView], datastore: Any) -> Callable[[int], BatchView]:
+    return lambda version: view_class(datastore, version=version)  # type: ignore[abstract]
+
+
+def _projection_readiness(view: BatchView, application_name: str, head: int) -> dict[str, Any]:
+    position = view.position(application_name)
+    return {
+        "version": view.version,
+        "position": position,
+        "lag": head - position,
+        "parked_aggregates": view.parked_aggregate_count(),
+    }
 
 
 def _secret(database_url: str, schema: str, name: str) -> bytes:

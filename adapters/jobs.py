@@ -4,35 +4,66 @@ The event log is the outbox. ``PaidOrderDispatcher`` follows it like a projectio
 one ``send_order_confirmation`` per order that became paid, then records its position; a crash
 between the two re-enqueues (at-least-once), and the actor is idempotent (the notification row
 is keyed by order), so a confirmation is written exactly once.
+
+A message can still be lost to the broker after it was sent (Redis paused while a worker held it
+in its ack set, which dramatiq requeues only when that worker dies). ``ConfirmationSweeper``
+therefore compares the log's effect with the job's: every paid order whose confirmation is
+still missing after a grace period is enqueued again. Redis calls time out in seconds, so a
+paused Redis fails the calls rather than hanging the dispatcher.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid5
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Composed, Identifier
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from adapters.metrics import JOBS_ENQUEUED
-from application.ledger import CustomerNotFound, Ledger, OrderNotFound
+from adapters.periodic import Periodic
+from application.customers import CustomerNotFound
+from application.ledger import Ledger
+from application.orders import OrderNotFound
 from domain.order import Order, OrderStatus
 from projections.base import BatchProjection, BatchView, Parked
+from projections.order_summaries import OrderSummariesView
 
 logger = logging.getLogger(__name__)
 
 NOTIFICATIONS_QUEUE = "notifications"
+ORDER_CONFIRMATION = "order_confirmation"
+# Orders paid at any point: a confirmation is due for each, even if refunded since.
+PAID_STATUSES = (
+    OrderStatus.PAID.value,
+    OrderStatus.PARTIALLY_REFUNDED.value,
+    OrderStatus.REFUNDED.value,
+)
+
+
+# A paused or unreachable Redis fails a call within seconds instead of hanging the caller.
+REDIS_SOCKET_TIMEOUT_S = 2.0
+REDIS_CONNECT_TIMEOUT_S = 1.0
 
 
 def redis_broker(redis_url: str, namespace: str) -> RedisBroker:
-    return RedisBroker(url=redis_url, namespace=namespace)
+    client = redis.Redis.from_url(
+        redis_url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+    )
+    return RedisBroker(client=client, namespace=namespace)
 
 
 @dataclass
@@ -112,7 +143,7 @@ class Jobs:
         created = self.notifications.record(
             tenant_id=order.tenant_id,
             order_id=order.id,
-            kind="order_confirmation",
+            kind=ORDER_CONFIRMATION,
             recipient=customer.email,
             subject=f"Your order {order.number} is confirmed",
         )
@@ -152,3 +183,73 @@ class PaidOrderDispatcher(BatchProjection[DispatchView]):
                 self.jobs.send_order_confirmation.send(str(event.originator_id))
                 JOBS_ENQUEUED.labels("send_order_confirmation").inc()
         self.view.commit_batch(None, tracking, parked)
+
+
+class ConfirmationSweeper:
+    """Enqueues ``send_order_confirmation`` again for paid orders that still have none.
+
+    The read model says which orders were paid; ``ledger_notifications`` says which were
+    confirmed. An order is swept once it is older than ``grace_s`` (the normal path had time)
+    and younger than ``lookback_s`` (an order whose confirmation can never be written is not
+    retried forever). The actor is idempotent, so a sweep racing the normal path is harmless.
+    """
+
+    def __init__(
+        self,
+        orders: Callable[[], OrderSummariesView],
+        notifications: NotificationStore,
+        jobs: Jobs,
+        *,
+        grace_s: float,
+        interval_s: float,
+        lookback_s: float = 3 * 24 * 3600,
+        batch_size: int = 1000,
+    ) -> None:
+        self.orders = orders
+        self.notifications = notifications
+        self.jobs = jobs
+        self.grace_s = grace_s
+        self.interval_s = interval_s
+        self.lookback_s = lookback_s
+        self.batch_size = batch_size
+        self._periodic = Periodic("confirmation-sweeper", interval_s, self.sweep)
+
+    def unconfirmed(self) -> list[UUID]:
+        """Paid orders past the grace period without a confirmation, oldest first."""
+        view = self.orders()
+        with view.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL(
+                    "SELECT o.order_id FROM {} o"
+                    " WHERE o.status = ANY(%s)"
+                    " AND o.placed_at < now() - make_interval(secs => %s)"
+                    " AND o.placed_at > now() - make_interval(secs => %s)"
+                    " AND NOT EXISTS (SELECT 1 FROM {} n"
+                    "  WHERE n.order_id = o.order_id AND n.kind = %s)"
+                    " ORDER BY o.placed_at LIMIT %s"
+                ).format(view.table("orders"), self.notifications._table()),
+                (
+                    list(PAID_STATUSES),
+                    self.grace_s,
+                    self.lookback_s,
+                    ORDER_CONFIRMATION,
+                    self.batch_size,
+                ),
+            )
+            return [row["order_id"] for row in curs.fetchall()]
+
+    def sweep(self) -> int:
+        """Enqueue every unconfirmed order once; returns how many were enqueued."""
+        order_ids = self.unconfirmed()
+        for order_id in order_ids:
+            self.jobs.send_order_confirmation.send(str(order_id))
+            JOBS_ENQUEUED.labels("send_order_confirmation").inc()
+        if order_ids:
+            logger.warning("re-enqueued %d missing order confirmations", len(order_ids))
+        return len(order_ids)
+
+    def start(self) -> None:
+        self._periodic.start()
+
+    def stop(self) -> None:
+        self._periodic.stop()

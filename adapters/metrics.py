@@ -25,3 +25,8 @@ JOBS_ENQUEUED = Counter("ledger_jobs_enqueued_total", "Jobs enqueued by dispatch
 HTTP_REQUESTS = Histogram(
     "ledger_http_request_seconds", "HTTP request latency", ["method", "route", "status"]
 )
+PAYMENTS_RECONCILED = Counter(
+    "ledger_payments_reconciled_total",
+    "Payment attempts finished by the reconciler, by the status they ended in",
+    ["status"],
+)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BOOTSTRAP_API_KEY_LENGTH_MIN = 32
 
 
 class Settings(BaseSettings):
@@ -21,11 +24,22 @@ class Settings(BaseSettings):
     db_schema: str = Field(default="public", description="PostgreSQL schema of every table")
     redis_namespace: str = Field(default="ledger", description="Prefix of dramatiq's Redis keys")
     bootstrap_api_key: str | None = Field(
-        default=None, description="An admin key for tenant 'default', created at start-up"
+        default=None,
+        description="An admin key for tenant 'default', created at start-up (32+ characters)",
     )
+    # Up to 32 connections per process under load (5 kept when idle): a request on a worker
+    # thread does not wait for one at the 32 concurrent requests the HTTP budget is measured at.
+    # ``serve --workers N`` multiplies this: keep N x 32 under PostgreSQL's max_connections.
     pool_size: int = Field(default=5, ge=1, le=100)
-    pool_max_overflow: int = Field(default=10, ge=0, le=100)
+    pool_max_overflow: int = Field(default=27, ge=0, le=100)
     projection_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    group_commit_saves_max: int = Field(
+        default=200,
+        ge=1,
+        le=1000,
+        description="Commands committed together at most (group commit; they never wait for "
+        "a batch to fill: a batch is whatever arrived while the previous commit ran)",
+    )
     projection_poll_interval_s: float = Field(
         default=1.0, gt=0, description="Re-poll period, in case a notification was lost"
     )
@@ -33,3 +47,52 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     worker_threads: int = Field(default=4, ge=1, le=64)
+    reconcile_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often the worker finishes payment attempts whose outcome nobody learnt",
+    )
+    reconcile_after_s: float = Field(
+        default=60.0,
+        ge=60.0,
+        description="An attempt is reconciled once this old (at least the claim lease: by then "
+        "no request can still be running for it)",
+    )
+    sweep_interval_s: float = Field(
+        default=30.0, gt=0, description="How often the worker looks for lost confirmation jobs"
+    )
+    sweep_grace_s: float = Field(
+        default=60.0, ge=0, description="How long a paid order may wait for its confirmation"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Level of the log file (and of stderr with the json format)"
+    )
+    access_log: bool = Field(
+        default=False,
+        description="One log line per HTTP request (request counts and latencies are in /metrics)",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line, for log shippers"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("bootstrap_api_key")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        # A short key can be guessed; generated keys have 43 random characters.
+        if value is not None and len(value) < BOOTSTRAP_API_KEY_LENGTH_MIN:
+            raise ValueError(
+                f"must be at least {BOOTSTRAP_API_KEY_LENGTH_MIN} "
+                f"characters (it has {len(value)}); generate one with "
+                "`python -c 'import secrets; print(\"lk_\" + secrets.token_urlsafe(32))'`"
+            )
+        return value

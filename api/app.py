@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.metrics import HTTP_REQUESTS
 from api.errors import error_response, install_error_handlers
-from api.routers import customers, health, orders, tenants
+from api.routers import api_keys, customers, health, orders, reports, sandbox, tenants
 from api.schemas import ErrorOut, OrjsonResponse
 
 REQUEST_BODY_SIZE_MAX_BYTES = 1024 * 1024
@@ -34,6 +34,26 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Conflict: lifecycle rule, reused idempotency key or concurrent write"),
         (422, "Invalid input; `param` names the field"),
     )
+}
+_ERROR_RESPONSES[503] = {
+    "model": ErrorOut,
+    "description": "PostgreSQL cannot be reached (`service_unavailable`); retry after the delay",
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+_BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorOut, "description": "The request body exceeds 1 MiB"},
+    415: {"model": ErrorOut, "description": "The body is not sent as `application/json`"},
+}
+_WAITING_READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    504: {
+        "model": ErrorOut,
+        "description": "The read model has not applied `min_position` within the wait",
+    },
 }
 
 
@@ -73,12 +93,52 @@ def create_app(services: Any = None) -> FastAPI:
         app.state.services = services
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, size_max_bytes=REQUEST_BODY_SIZE_MAX_BYTES)
-    app.middleware("http")(_record_latency)
+    app.add_middleware(RequestMetricsMiddleware)
     app.include_router(health.router)
     app.include_router(tenants.router)
+    app.include_router(api_keys.router)
     app.include_router(customers.router)
     app.include_router(orders.router)
+    app.include_router(sandbox.router)
+    app.include_router(reports.router)
+    document_route_statuses(app)
     return app
+
+
+def document_route_statuses(app: FastAPI) -> None:
+    """Add the statuses only some routes return: 413/415 with a body, 504 where reads wait.
+
+    Done on the generated document (``app.openapi`` caches its result), so it holds for routes
+    added by any router.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                _add_statuses(operation)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_statuses(operation: dict[str, Any]) -> None:
+    responses = operation.get("responses", {})
+    error_content = responses.get("422", {}).get("content")
+    if error_content is None:
+        return
+    extra: dict[int | str, dict[str, Any]] = {}
+    if "requestBody" in operation:
+        extra.update(_BODY_ERROR_RESPONSES)
+    if any(param.get("name") == "min_position" for param in operation.get("parameters", [])):
+        extra.update(_WAITING_READ_RESPONSES)
+    for status, response in extra.items():
+        responses.setdefault(
+            str(status), {"description": response["description"], "content": error_content}
+        )
 
 
 class BodySizeLimitMiddleware:
@@ -119,15 +179,37 @@ class BodySizeLimitMiddleware:
         await self.app(scope, receive_counting, send)
 
 
-async def _record_latency(request: Request, call_next: Any) -> Response:
-    """Request latency per route template (not per URL, so ids do not explode the labels)."""
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    HTTP_REQUESTS.labels(
-        request.method, getattr(route, "path", "unmatched"), str(response.status_code)
-    ).observe(time.perf_counter() - started)
-    return response
+class RequestMetricsMiddleware:
+    """Request latency per route template (not per URL, so ids do not explode the labels).
+
+    Pure ASGI: Starlette's ``BaseHTTPMiddleware`` would run each request through a task, a
+    stream and a copy of the response.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client sees if the application raises before answering
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            # The router records the matched route in the scope it was given (this one).
+            route = scope.get("route")
+            HTTP_REQUESTS.labels(
+                scope["method"], getattr(route, "path", "unmatched"), str(status)
+            ).observe(time.perf_counter() - started)
 
 
 def app_factory() -> FastAPI:

@@ -7,21 +7,36 @@ adapters that build them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
-from application.access import COMMAND_ROLES, READ_ROLES, AccessStore, PermissionDenied, Principal
-from application.ledger import CommandResult, Ledger
+from application.access import (
+    COMMAND_ROLES,
+    READ_ROLES,
+    AccessControl,
+    PermissionDenied,
+    Principal,
+)
+from application.commands import CommandResult
+from application.ledger import Ledger
 from projections.base import BatchView
 from projections.customer_summaries import CustomerSummariesView
+from projections.gateway_report import GatewayReportView
 from projections.order_summaries import OrderSummariesView
+from projections.sales_report import SalesReportView
 
 
 class PositionWaiter(Protocol):
-    def wait(self, view: BatchView, position: int, timeout_s: float) -> bool: ...
+    def reached(self, view: BatchView, position: int) -> bool: ...
+
+    def refresh(self, view: BatchView) -> int: ...
+
+    async def wait_async(self, view: BatchView, position: int, timeout_s: float) -> bool: ...
 
 
 class LedgerServices(Protocol):
@@ -30,14 +45,21 @@ class LedgerServices(Protocol):
     ledger: Ledger
     orders: OrderSummariesView
     customers: CustomerSummariesView
-    access: AccessStore
+    sales_report: SalesReportView
+    gateway_report: GatewayReportView
+    access: AccessControl
     waiter: PositionWaiter
     settings: Any
+    sandbox_book: Any  # the sandbox processor's books, or None with another gateway
 
     def readiness(self) -> dict[str, Any]: ...
 
 
-def get_services(request: Request) -> LedgerServices:
+# Dependencies are ``async def`` unless they block: FastAPI runs a sync one in a worker thread,
+# a hop per dependency per request.
+
+
+async def get_services(request: Request) -> LedgerServices:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
@@ -46,11 +68,15 @@ ServicesDep = Annotated[LedgerServices, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 
 
-def authenticate(
+async def authenticate(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The principal behind the bearer key; 401 without a key or with an unknown one."""
+    """The principal behind the bearer key; 401 without a key or with an unknown one.
+
+    Answered from the key cache on the event loop; only a key the cache does not know is looked
+    up in the database, in a worker thread.
+    """
     if credentials is None:
         raise ApiError(
             401,
@@ -58,32 +84,41 @@ def authenticate(
             "unauthenticated",
             "send an API key as 'Authorization: Bearer <key>'",
         )
-    principal = services.access.authenticate(credentials.credentials)
+    known, principal = services.access.authenticate_cached(credentials.credentials)
+    if not known:
+        principal = await run_in_threadpool(services.access.authenticate, credentials.credentials)
     if principal is None:
         raise ApiError(401, "authentication_error", "invalid_api_key", "the API key is not valid")
     return principal
 
 
-def command_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def command_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """A principal whose role may change this tenant's data. Raises ``PermissionDenied``."""
     principal.require(COMMAND_ROLES)
     return principal
 
 
-def read_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def read_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """A principal whose role may read this tenant's data. Raises ``PermissionDenied``."""
     principal.require(READ_ROLES)
     return principal
 
 
-def platform_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def platform_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """A platform principal, the only kind that manages tenants. Raises ``PermissionDenied``."""
     if principal.role != "platform":
         raise PermissionDenied("only a platform key may manage tenants")
     return principal
 
 
+async def admin_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """An admin of a tenant. Raises ``PermissionDenied``."""
+    principal.require(frozenset({"admin"}))
+    return principal
+
+
 CommandPrincipal = Annotated[Principal, Depends(command_principal)]
+AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
 ReadPrincipal = Annotated[Principal, Depends(read_principal)]
 PlatformPrincipal = Annotated[Principal, Depends(platform_principal)]
 
@@ -91,15 +126,21 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        description="Same key and body: the first response is replayed. Other body: 409.",
+        description="Same key and body: the first response is replayed. Other body: 409. "
+        "1 to 255 printable ASCII characters, not starting or ending with a space.",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
     ),
 ]
 MinPosition = Annotated[
     int | None,
     Query(
         ge=0,
+        le=2**63 - 1,
         description="Wait (briefly) until the read model has applied this log position, as "
-        "returned in a command's X-Ledger-Position header; 504 if it cannot.",
+        "returned in a command's X-Ledger-Position header; 504 if it cannot, 422 "
+        "(`position_not_reached`) if the log has no such position yet.",
     ),
 ]
 
@@ -113,15 +154,54 @@ def command_body(response: Response, result: CommandResult) -> dict[str, Any]:
     return result.body
 
 
-def wait_for_position(services: LedgerServices, view: BatchView, min_position: int | None) -> None:
-    """Block until ``view`` has applied ``min_position``; 504 after the configured timeout."""
-    if min_position is None:
+async def wait_for_position(
+    services: LedgerServices, view: BatchView, min_position: int | None
+) -> None:
+    """Wait until ``view`` has applied ``min_position``, holding no worker thread meanwhile.
+
+    422 ``position_not_reached`` at once if the log has no such position (waiting could not
+    help); 504 after the configured timeout.
+    """
+    if min_position is None or services.waiter.reached(view, min_position):
         return
-    if not services.waiter.wait(view, min_position, services.settings.read_wait_timeout_s):
+    # One short query in a worker thread (re-read the position, read the log's head); the wait
+    # itself is a suspended coroutine.
+    head = await run_in_threadpool(services.waiter.refresh, view)
+    if services.waiter.reached(view, min_position):
+        return
+    if min_position > head:
+        raise ApiError(
+            422,
+            "invalid_request_error",
+            "position_not_reached",
+            "the log has not reached the requested position; use a position a command returned",
+            param="min_position",
+        )
+    timeout_s = services.settings.read_wait_timeout_s
+    if not await services.waiter.wait_async(view, min_position, timeout_s):
         raise ApiError(
             504,
             "timeout_error",
             "read_model_behind",
-            f"the read model has not yet applied position {min_position}; retry shortly",
+            "the read model has not yet applied the requested position; retry shortly",
             param="min_position",
         )
+
+
+def _read_at_min_position(view_of: Callable[[LedgerServices], BatchView]) -> Any:
+    async def wait(
+        principal: ReadPrincipal, services: ServicesDep, min_position: MinPosition = None
+    ) -> None:
+        """Runs after authentication (``principal``), so an unknown caller never waits."""
+        await wait_for_position(services, view_of(services), min_position)
+
+    return wait
+
+
+# Route parameters that apply ``?min_position=`` to a read model before the (sync) route body.
+OrdersAtMinPosition = Annotated[None, Depends(_read_at_min_position(lambda s: s.orders))]
+CustomersAtMinPosition = Annotated[None, Depends(_read_at_min_position(lambda s: s.customers))]
+SalesReportAtMinPosition = Annotated[None, Depends(_read_at_min_position(lambda s: s.sales_report))]
+GatewayReportAtMinPosition = Annotated[
+    None, Depends(_read_at_min_position(lambda s: s.gateway_report))
+]

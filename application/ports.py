@@ -28,6 +28,8 @@ class Vault(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class GatewayOutcome:
+    """The processor's answer. A call that raises instead has an unknown outcome."""
+
     succeeded: bool
     transaction_id: str | None
     decline_code: str | None = None
@@ -35,10 +37,73 @@ class GatewayOutcome:
 
 
 class PaymentGateway(Protocol):
-    """A payment processor; a repeated ``idempotency_key`` returns the first outcome."""
+    """A payment processor. A repeated ``idempotency_key`` returns the first call's outcome and
+    never moves money again. Any exception (timeout, connection lost) means the outcome is
+    unknown: the call may or may not have taken effect.
+    """
 
     name: str
 
     def purchase(
-        self, *, token: str, amount_minor: int, currency: str, idempotency_key: UUID
-    ) -> GatewayOutcome: ...
+        self,
+        *,
+        account_id: str,
+        token: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: UUID,
+        reference: str,
+    ) -> GatewayOutcome:
+        """Authorize and capture ``amount_minor`` on the card behind ``token``."""
+        ...
+
+    def refund(
+        self,
+        *,
+        account_id: str,
+        transaction_id: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: UUID,
+        reference: str,
+    ) -> GatewayOutcome:
+        """Give back part or all of the captured charge ``transaction_id``."""
+        ...
+
+    def authorize(
+        self,
+        *,
+        account_id: str,
+        token: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: UUID,
+        reference: str,
+    ) -> GatewayOutcome:
+        """Reserve ``amount_minor`` on the card; nothing is captured yet."""
+        ...
+
+    def capture(
+        self,
+        *,
+        account_id: str,
+        transaction_id: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: UUID,
+        reference: str,
+    ) -> GatewayOutcome:
+        """Capture part or all of the authorization ``transaction_id`` (once)."""
+        ...
+
+    def void(
+        self, *, account_id: str, transaction_id: str, idempotency_key: UUID, reference: str
+    ) -> GatewayOutcome:
+        """Release an uncaptured authorization."""
+        ...
+
+    def status(self, *, account_id: str, idempotency_key: UUID) -> GatewayOutcome | None:
+        """The outcome of the transaction made with this idempotency key; None if the processor
+        has none (the call never reached it). Raises like any call when it cannot tell."""
+        ...
+

@@ -190,6 +190,7 @@ class LogWriter:
             currency="USD",
         )
         transaction_id = f"ch_sandbox_{attempt.id.hex[:24]}"
+        order.request_payment(attempt_id=attempt.id)  # the intent, saved before the call
         if payment == "succeeded":
             attempt.succeed(transaction_id=transaction_id)
             order.record_capture(attempt_id=attempt.id, amount_minor=order.total_minor)
@@ -205,7 +206,9 @@ class LogWriter:
         order = self.paid.pop(self.random.randrange(len(self.paid)))
         remaining = order.captured_minor - order.refunded_minor
         amount = remaining if self.random.random() < 0.5 else max(1, remaining // 2)
-        order.refund(amount_minor=amount, reason="customer request")
+        refund_id = str(uuid4())
+        order.request_refund(refund_id=refund_id, amount_minor=amount, reason="customer request")
+        order.complete_refund(refund_id=refund_id)  # intent and outcome, as the command saves
         self.save(order)
         if order.status is OrderStatus.PARTIALLY_REFUNDED:
             self.remember(self.paid, order)

@@ -8,9 +8,13 @@ into a table shaped like the ledger's events table. Runs are interleaved in bloc
 see the same server state (table size, checkpoints, autovacuum).
 
 A second pass repeats both with an ``Idempotency-Key`` per command (one more row each).
-``--breakdown`` also times the pieces of the ledger's command on their own.
+``--callers N`` (N > 1) adds a pass with N threads calling ``place_order`` at once (each for a
+customer of its own), beside the raw floor at one caller, interleaved the same way: group commit
+lets concurrent commands share a commit. Budget (ARCHITECTURE §9, issue 6): >= 3x the raw floor
+at 16 callers. ``--breakdown`` also times the pieces of the ledger's command on their own.
 
-    python -m bench.write_path [--n 2000] [--warmup 100] [--block 100] [--breakdown]
+    python -m bench.write_path [--n 2000] [--warmup 100] [--block 100] [--callers 16]
+                               [--breakdown]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -223,6 +228,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured commands per side")
     parser.add_argument("--block", type=positive_int, default=100, help="interleaving block size")
     parser.add_argument(
+        "--callers",
+        type=positive_int,
+        default=1,
+        help="also measure this many concurrent callers against the raw floor at one caller",
+    )
+    parser.add_argument(
         "--breakdown", action="store_true", help="also time the pieces of one command"
     )
     args = parser.parse_args(argv)
@@ -250,8 +261,73 @@ def main(argv: Sequence[str] | None = None) -> None:
                 report(title, ledger_side, raw_side, template)
         finally:
             raw.close()
+        if args.callers > 1:
+            concurrent_callers(ledger, db_url, schema, plain, args)
         if args.breakdown:
             breakdown(ledger, db_url, schema, place_order, plain, args)
+
+
+CALLERS_GOAL = 3.0  # times the raw floor at one caller
+
+
+def concurrent_callers(
+    ledger: Ledger, db_url: str, schema: str, template: Template, args: argparse.Namespace
+) -> None:
+    """``args.callers`` threads placing orders at once, beside the raw floor at one caller.
+
+    Alternates rounds of ``args.block`` commands per caller (the ledger side, timed by the wall
+    clock from the first call to the last return) with the same number of raw commands.
+    """
+    callers = [PlaceOrder(ledger) for _ in range(args.callers)]
+    raw = RawWriter(db_url, schema, "raw_floor_events")
+    executor = ThreadPoolExecutor(len(callers), thread_name_prefix="caller")
+    ours, floor = Latencies(), Latencies()
+    wall_s = 0.0
+
+    def run(place_order: PlaceOrder, times: int) -> list[float]:
+        durations = []
+        for _ in range(times):
+            started = time.perf_counter()
+            place_order()
+            durations.append(time.perf_counter() - started)
+        return durations
+
+    def ledger_round(per_caller: int) -> float:
+        started = time.perf_counter()
+        futures = [executor.submit(run, caller, per_caller) for caller in callers]
+        durations = [d for future in futures for d in future.result()]
+        elapsed_s = time.perf_counter() - started
+        for duration in durations:
+            ours.add(duration)
+        return elapsed_s
+
+    try:
+        warmup_per_caller = max(1, args.warmup // len(callers))
+        ledger_round(warmup_per_caller)
+        ours.durations_s.clear()
+        for _ in range(args.warmup):
+            raw.write(template.fresh())
+        per_caller = max(1, args.block // len(callers))
+        while ours.count < args.n:
+            wall_s += ledger_round(per_caller)
+            timed(floor, lambda: raw.write(template.fresh()), per_caller * len(callers))
+    finally:
+        executor.shutdown()
+        raw.close()
+    rate = ours.count / wall_s
+    print(
+        comparison(
+            f"write path, {len(callers)} concurrent callers",
+            project=rate,
+            baseline=floor.rate_per_s,
+            unit="cmd/s",
+            baseline_label="raw psycopg at 1 caller",
+            goal=f"goal >= {CALLERS_GOAL:g}x",
+        )
+        + f"  [{verdict(rate >= CALLERS_GOAL * floor.rate_per_s)}]"
+    )
+    print(f"    ledger      {ours.summary()} (per command, {len(callers)} at once)")
+    print(f"    raw psycopg {floor.summary()}")
 
 
 def breakdown(

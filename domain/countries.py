@@ -266,5 +266,5 @@ class UnknownCountry(InvalidInput):
 def validate_country(country: str, *, param: str = "country") -> str:
     """Return the ISO 3166-1 alpha-2 code; raise ``UnknownCountry`` for anything else."""
     if not isinstance(country, str) or country not in COUNTRY_CODES:
-        raise UnknownCountry(f"{country!r} is not an ISO 3166-1 alpha-2 country code", param=param)
+        raise UnknownCountry("this is not an ISO 3166-1 alpha-2 country code", param=param)
     return country

@@ -60,7 +60,7 @@ class Customer(Aggregate):
             raise InvalidInput("a name is a string", param="name")
         email = email.strip()
         if len(email) > 254 or not _EMAIL.match(email):
-            raise InvalidEmail(f"{email!r} is not an email address", param="email")
+            raise InvalidEmail("this is not an email address", param="email")
         name = name.strip()
         if not name or len(name) > 200:
             raise InvalidInput("a name has 1 to 200 characters", param="name")

@@ -203,7 +203,7 @@ class CurrencyMismatch(InvalidInput):
 def validate_currency(currency: str, *, param: str = "currency") -> str:
     """Return the ISO 4217 code; raise ``UnknownCurrency`` for anything else."""
     if not isinstance(currency, str) or currency not in CURRENCY_EXPONENTS:
-        raise UnknownCurrency(f"{currency!r} is not an ISO 4217 currency code", param=param)
+        raise UnknownCurrency("this is not an ISO 4217 currency code", param=param)
     return currency
 
 

@@ -13,7 +13,13 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidInput, InvalidTransition
-from domain.money import AMOUNT_MINOR_MAX, InvalidAmount, validate_amount_minor, validate_currency
+from domain.money import (
+    AMOUNT_MINOR_MAX,
+    InvalidAmount,
+    Money,
+    validate_amount_minor,
+    validate_currency,
+)
 
 LINES_MAX = 100
 QUANTITY_MAX = 1_000_000
@@ -32,6 +38,21 @@ class OrderStatus(str, Enum):
     REFUNDED = "refunded"
     DECLINED = "declined"
     CANCELLED = "cancelled"
+    # A payment attempt is at the gateway (or its outcome was lost): nothing else may happen to
+    # the order's money until the attempt is resolved.
+    PROCESSING = "processing"
+    # An authorization holds the money; a capture takes it (paid), a void releases it.
+    AUTHORIZED = "authorized"
+    VOIDED = "voided"
+
+
+class PaymentOutcome(str, Enum):
+    """The last payment attempt's outcome, in the words of the API."""
+
+    REQUESTED = "requested"
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    UNKNOWN = "unknown"
 
 
 class RefundExceedsCaptured(InvalidTransition):
@@ -52,6 +73,32 @@ class OrderNotCancellable(InvalidTransition):
 
 class OrderNotPayable(InvalidTransition):
     code = "order_not_payable"
+
+
+class PaymentInProgress(InvalidTransition):
+    """A payment attempt of the order has no outcome yet; retry once it has."""
+
+    code = "payment_in_progress"
+
+
+class UnknownRefund(InvalidTransition):
+    code = "unknown_refund"
+
+
+class CaptureExceedsAuthorization(InvalidTransition):
+    code = "capture_exceeds_authorization"
+
+
+class OrderNotCapturable(InvalidTransition):
+    code = "order_not_capturable"
+
+
+class OrderNotVoidable(InvalidTransition):
+    code = "order_not_voidable"
+
+
+class UnknownOperation(InvalidTransition):
+    code = "unknown_operation"
 
 
 class InvalidOrderLines(InvalidInput):
@@ -94,6 +141,51 @@ def _validated_lines(lines: list[dict]) -> list[dict]:
     return result
 
 
+def history_requested(
+    history: list[dict],
+    *,
+    attempt_id: UUID,
+    gateway: str | None,
+    kind: str,
+    amount_minor: int | None,
+) -> None:
+    """Add a payment attempt to an order's history (the aggregate and the read model share
+    this and ``history_resolved``, so both tell the same story)."""
+    history.append(
+        {
+            "attempt_id": str(attempt_id),
+            "gateway_id": gateway,
+            "kind": kind,
+            "amount_minor": amount_minor,
+            "outcome": PaymentOutcome.REQUESTED.value,
+            "decline_code": None,
+        }
+    )
+
+
+def history_resolved(
+    history: list[dict],
+    *,
+    attempt_id: UUID,
+    outcome: str,
+    decline_code: str | None = None,
+    amount_minor: int | None = None,
+) -> None:
+    """Record an attempt's outcome; an attempt recorded before intents existed is added."""
+    for entry in history:
+        if entry["attempt_id"] == str(attempt_id):
+            break
+    else:
+        history_requested(
+            history, attempt_id=attempt_id, gateway=None, kind="purchase", amount_minor=amount_minor
+        )
+        entry = history[-1]
+    # A capture of an authorization keeps the authorization's own (succeeded) entry.
+    if entry["outcome"] != PaymentOutcome.SUCCEEDED.value:
+        entry["outcome"] = outcome
+        entry["decline_code"] = decline_code
+
+
 class Order(Aggregate):
     """An order of one customer in one currency."""
 
@@ -110,7 +202,10 @@ class Order(Aggregate):
         """Place an order. Raises ``InvalidOrderLines``, ``InvalidAmount``, ``UnknownCurrency``."""
         validate_currency(currency)
         validated = _validated_lines(lines)
-        total_minor = sum(line["amount_minor"] for line in validated)
+        total = sum(
+            (Money(line["amount_minor"], currency) for line in validated), Money.zero(currency)
+        )
+        total_minor = total.amount_minor
         if total_minor > AMOUNT_MINOR_MAX:
             raise InvalidAmount(
                 f"the order total exceeds {AMOUNT_MINOR_MAX} minor units", param="lines"
@@ -146,10 +241,104 @@ class Order(Aggregate):
         self.refunded_minor = 0
         self.attempt_ids: list[UUID] = []
         self.decline_code: str | None = None
+        self.payment_outcome: str | None = None
+        # Refunds sent to the gateway and not yet answered: id -> amount, reserved so two
+        # concurrent refunds can never give back more than was captured.
+        self.pending_refunds: dict[str, int] = {}
+        self.refunds_outcome_unknown: list[str] = []
+        self.authorized_minor = 0
+        self.payment_history: list[dict] = []
+        # A capture or void of the authorization sent to the gateway and not yet answered.
+        self.pending_operation: dict | None = None
+        self.operations_outcome_unknown: list[str] = []
 
     @property
     def number(self) -> str:
         return order_number(self.id)
+
+    class Refunded(Aggregate.Event):
+        """Money given back; version 2 names the refund request it completes."""
+
+        class_version = 2
+        amount_minor: int
+        refunded_minor: int
+        reason: str | None
+        status: str
+        refund_id: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["refund_id"] = None
+
+    class PaymentRequested(Aggregate.Event):
+        """Version 2 names the attempt's kind, gateway and amount (for the payment history)."""
+
+        class_version = 2
+        attempt_id: UUID
+        kind: str
+        gateway: str | None
+        amount_minor: int | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state.update(kind="purchase", gateway=None, amount_minor=None)
+
+    def request_payment(
+        self,
+        *,
+        attempt_id: UUID,
+        kind: str = "purchase",
+        gateway: str | None = None,
+        amount_minor: int | None = None,
+    ) -> None:
+        """Record that a payment attempt is about to be sent to the gateway.
+
+        Raises ``OrderNotPayable``, ``PaymentInProgress``.
+        """
+        if self.status is OrderStatus.PROCESSING:
+            raise PaymentInProgress("a payment of this order is already in progress")
+        if self.status not in (OrderStatus.PENDING, OrderStatus.DECLINED):
+            raise OrderNotPayable(f"an order that is {self.status.value} cannot be paid")
+        self._payment_requested(
+            attempt_id=attempt_id,
+            kind=kind,
+            gateway=gateway,
+            amount_minor=self.total_minor if amount_minor is None else amount_minor,
+        )
+
+    @event(PaymentRequested)
+    def _payment_requested(
+        self, *, attempt_id: UUID, kind: str, gateway: str | None, amount_minor: int | None
+    ) -> None:
+        history_requested(
+            self.payment_history,
+            attempt_id=attempt_id,
+            gateway=gateway,
+            kind=kind,
+            amount_minor=amount_minor,
+        )
+        self.attempt_ids.append(attempt_id)
+        self.status = OrderStatus.PROCESSING
+        self.payment_outcome = PaymentOutcome.REQUESTED.value
+
+    def record_payment_outcome_unknown(self, *, attempt_id: UUID) -> None:
+        """Record that the gateway's answer to an attempt was lost (the order stays processing).
+
+        Raises ``OrderNotPayable``.
+        """
+        self._require_attempt_in_progress(attempt_id)
+        self._payment_outcome_unknown(attempt_id=attempt_id)
+
+    @event("PaymentOutcomeUnknown")
+    def _payment_outcome_unknown(self, *, attempt_id: UUID) -> None:
+        self.payment_outcome = PaymentOutcome.UNKNOWN.value
+        history_resolved(
+            self.payment_history, attempt_id=attempt_id, outcome=PaymentOutcome.UNKNOWN.value
+        )
+
+    def _require_attempt_in_progress(self, attempt_id: UUID) -> None:
+        if self.status is not OrderStatus.PROCESSING or attempt_id != self.attempt_ids[-1]:
+            raise OrderNotPayable("this payment attempt is not in progress for the order")
 
     def record_capture(self, *, attempt_id: UUID, amount_minor: int) -> None:
         """Record money captured by a payment attempt.
@@ -159,16 +348,24 @@ class Order(Aggregate):
         more_of_a_paid_order = (
             self.status is OrderStatus.PAID and self.captured_minor < self.total_minor
         )
-        if self.status not in (OrderStatus.PENDING, OrderStatus.DECLINED) and not (
-            more_of_a_paid_order
+        capturing_authorization = (
+            self.status is OrderStatus.AUTHORIZED
+            and self.pending_operation is not None
+            and self.pending_operation["kind"] == "capture"
+        )
+        if self.status is OrderStatus.PROCESSING:
+            self._require_attempt_in_progress(attempt_id)
+        elif (
+            self.status not in (OrderStatus.PENDING, OrderStatus.DECLINED)
+            and not more_of_a_paid_order
+            and not capturing_authorization
         ):
             raise OrderNotPayable(f"an order that is {self.status.value} cannot be paid")
         validate_amount_minor(amount_minor, allow_zero=False)
         captured_minor = self.captured_minor + amount_minor
         if captured_minor > self.total_minor:
             raise CaptureExceedsTotal(
-                f"capturing {amount_minor} would exceed the order total {self.total_minor}",
-                param="amount_minor",
+                "the capture would exceed the order total", param="amount_minor"
             )
         # Any captured money makes the order paid: from then on it can be refunded, and it can
         # no longer be cancelled or declined (``captured_minor`` tells how much was taken).
@@ -184,39 +381,174 @@ class Order(Aggregate):
     def _payment_captured(
         self, *, attempt_id: UUID, amount_minor: int, captured_minor: int, status: str
     ) -> None:
-        self.attempt_ids.append(attempt_id)
+        # Orders recorded before payment intents existed have no PaymentRequested event.
+        if attempt_id not in self.attempt_ids:
+            self.attempt_ids.append(attempt_id)
+        history_resolved(
+            self.payment_history,
+            attempt_id=attempt_id,
+            outcome=PaymentOutcome.SUCCEEDED.value,
+            amount_minor=amount_minor,
+        )
         self.captured_minor = captured_minor
         self.status = OrderStatus(status)
         self.decline_code = None
+        self.payment_outcome = PaymentOutcome.SUCCEEDED.value
+        self.pending_operation = None
 
     def record_decline(self, *, attempt_id: UUID, decline_code: str) -> None:
         """Record a declined payment attempt. Raises ``OrderNotPayable``."""
-        if self.status not in (OrderStatus.PENDING, OrderStatus.DECLINED):
+        if self.status is OrderStatus.PROCESSING:
+            self._require_attempt_in_progress(attempt_id)
+        elif self.status not in (OrderStatus.PENDING, OrderStatus.DECLINED):
             raise OrderNotPayable(f"an order that is {self.status.value} cannot be paid")
         self._payment_declined(attempt_id=attempt_id, decline_code=decline_code)
 
     @event("PaymentDeclined")
     def _payment_declined(self, *, attempt_id: UUID, decline_code: str) -> None:
-        self.attempt_ids.append(attempt_id)
+        if attempt_id not in self.attempt_ids:
+            self.attempt_ids.append(attempt_id)
+        history_resolved(
+            self.payment_history,
+            attempt_id=attempt_id,
+            outcome=PaymentOutcome.DECLINED.value,
+            decline_code=decline_code,
+        )
         self.status = OrderStatus.DECLINED
         self.decline_code = decline_code
+        self.payment_outcome = PaymentOutcome.DECLINED.value
 
-    def refund(self, *, amount_minor: int, reason: str | None = None) -> None:
-        """Give back captured money, partially or fully.
+    def record_authorization(self, *, attempt_id: UUID, amount_minor: int) -> None:
+        """The gateway holds ``amount_minor`` for this order. Raises ``OrderNotPayable``."""
+        self._require_attempt_in_progress(attempt_id)
+        self._payment_authorized(attempt_id=attempt_id, amount_minor=amount_minor)
 
-        Raises ``OrderNotRefundable``, ``InvalidAmount``, ``RefundExceedsCaptured``.
+    @event("PaymentAuthorized")
+    def _payment_authorized(self, *, attempt_id: UUID, amount_minor: int) -> None:
+        history_resolved(
+            self.payment_history, attempt_id=attempt_id, outcome=PaymentOutcome.SUCCEEDED.value
+        )
+        self.status = OrderStatus.AUTHORIZED
+        self.authorized_minor = amount_minor
+        self.decline_code = None
+        self.payment_outcome = PaymentOutcome.SUCCEEDED.value
+
+    def request_capture(self, *, operation_id: str, amount_minor: int) -> None:
+        """Record the intent to capture part or all of the authorization (once).
+
+        Raises ``OrderNotCapturable``, ``PaymentInProgress``, ``InvalidAmount``,
+        ``CaptureExceedsAuthorization``.
+        """
+        self._require_authorized(OrderNotCapturable, "captured")
+        validate_amount_minor(amount_minor, allow_zero=False)
+        if amount_minor > self.authorized_minor:
+            raise CaptureExceedsAuthorization(
+                f"the capture exceeds the {self.authorized_minor} minor units authorized",
+                param="amount_minor",
+            )
+        self._capture_requested(operation_id=operation_id, amount_minor=amount_minor)
+
+    @event("CaptureRequested")
+    def _capture_requested(self, *, operation_id: str, amount_minor: int) -> None:
+        self.pending_operation = {
+            "kind": "capture",
+            "id": operation_id,
+            "amount_minor": amount_minor,
+        }
+
+    def request_void(self, *, operation_id: str) -> None:
+        """Record the intent to release the authorization. Raises ``OrderNotVoidable``,
+        ``PaymentInProgress``."""
+        self._require_authorized(OrderNotVoidable, "voided")
+        self._void_requested(operation_id=operation_id)
+
+    @event("VoidRequested")
+    def _void_requested(self, *, operation_id: str) -> None:
+        self.pending_operation = {"kind": "void", "id": operation_id}
+
+    def _require_authorized(self, error: type[InvalidTransition], verb: str) -> None:
+        if self.pending_operation is not None:
+            raise PaymentInProgress("a capture or void of this order is in progress")
+        if self.status is not OrderStatus.AUTHORIZED:
+            raise error(f"only an authorized order can be {verb}; this one is {self.status.value}")
+
+    def pending(self, operation_id: str) -> dict | None:
+        """The capture or void waiting for the gateway under this id, if any."""
+        operation = self.pending_operation
+        return operation if operation is not None and operation["id"] == operation_id else None
+
+    def complete_capture(self, *, operation_id: str, attempt_id: UUID) -> None:
+        """The gateway captured: the order is paid. Raises ``UnknownOperation``."""
+        operation = self._pending_operation(operation_id, "capture")
+        self.record_capture(attempt_id=attempt_id, amount_minor=operation["amount_minor"])
+
+    def complete_void(self, *, operation_id: str) -> None:
+        """The gateway released the authorization. Raises ``UnknownOperation``."""
+        self._pending_operation(operation_id, "void")
+        self._payment_voided(operation_id=operation_id)
+
+    @event("PaymentVoided")
+    def _payment_voided(self, *, operation_id: str) -> None:
+        self.status = OrderStatus.VOIDED
+        self.pending_operation = None
+
+    def fail_operation(self, *, operation_id: str, decline_code: str) -> None:
+        """The gateway refused a capture or void; the authorization stands as it was.
+
+        Raises ``UnknownOperation``.
+        """
+        self._pending_operation(operation_id, None)
+        self._operation_failed(operation_id=operation_id, decline_code=decline_code)
+
+    @event("OperationFailed")
+    def _operation_failed(self, *, operation_id: str, decline_code: str) -> None:
+        self.pending_operation = None
+
+    def record_operation_outcome_unknown(self, *, operation_id: str) -> None:
+        """The gateway's answer to a capture or void was lost. Raises ``UnknownOperation``."""
+        self._pending_operation(operation_id, None)
+        self._operation_outcome_unknown(operation_id=operation_id)
+
+    @event("OperationOutcomeUnknown")
+    def _operation_outcome_unknown(self, *, operation_id: str) -> None:
+        self.operations_outcome_unknown.append(operation_id)
+
+    def _pending_operation(self, operation_id: str, kind: str | None) -> dict:
+        operation = self.pending(operation_id)
+        if operation is None or (kind is not None and operation["kind"] != kind):
+            raise UnknownOperation("no such capture or void of this order is waiting")
+        return operation
+
+    @property
+    def refundable_minor(self) -> int:
+        """Captured money not yet refunded nor reserved by a refund at the gateway."""
+        return self.captured_minor - self.refunded_minor - sum(self.pending_refunds.values())
+
+    def request_refund(self, *, refund_id: str, amount_minor: int, reason: str | None) -> None:
+        """Reserve captured money for a refund about to be sent to the gateway.
+
+        Raises ``OrderNotRefundable``, ``InvalidAmount``, ``RefundExceedsCaptured``,
+        ``InvalidInput``.
         """
         if self.status not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
             raise OrderNotRefundable(f"an order that is {self.status.value} cannot be refunded")
         validate_amount_minor(amount_minor, allow_zero=False)
-        refundable_minor = self.captured_minor - self.refunded_minor
-        if amount_minor > refundable_minor:
+        if amount_minor > self.refundable_minor:
             raise RefundExceedsCaptured(
-                f"refunding {amount_minor} exceeds the {refundable_minor} still captured",
+                f"the refund exceeds the {self.refundable_minor} minor units still refundable",
                 param="amount_minor",
             )
         if reason is not None and len(reason) > 500:
             raise InvalidInput("a reason has at most 500 characters", param="reason")
+        self._refund_requested(refund_id=refund_id, amount_minor=amount_minor, reason=reason)
+
+    @event("RefundRequested")
+    def _refund_requested(self, *, refund_id: str, amount_minor: int, reason: str | None) -> None:
+        self.pending_refunds[refund_id] = amount_minor
+
+    def complete_refund(self, *, refund_id: str) -> None:
+        """The gateway gave the money back. Raises ``UnknownRefund``."""
+        amount_minor = self._pending_refund(refund_id)
         refunded_minor = self.refunded_minor + amount_minor
         status = (
             OrderStatus.REFUNDED
@@ -226,19 +558,68 @@ class Order(Aggregate):
         self._refunded(
             amount_minor=amount_minor,
             refunded_minor=refunded_minor,
-            reason=reason,
+            reason=None,
             status=status.value,
+            refund_id=refund_id,
         )
 
-    @event("Refunded")
+    @event(Refunded)
     def _refunded(
-        self, *, amount_minor: int, refunded_minor: int, reason: str | None, status: str
+        self,
+        *,
+        amount_minor: int,
+        refunded_minor: int,
+        reason: str | None,
+        status: str,
+        refund_id: str | None,
     ) -> None:
+        if refund_id is not None:
+            self.pending_refunds.pop(refund_id, None)
+            if refund_id in self.refunds_outcome_unknown:
+                self.refunds_outcome_unknown.remove(refund_id)
         self.refunded_minor = refunded_minor
         self.status = OrderStatus(status)
 
+    def fail_refund(self, *, refund_id: str, decline_code: str) -> None:
+        """The gateway refused the refund: release the reservation. Raises ``UnknownRefund``."""
+        self._pending_refund(refund_id)
+        self._refund_failed(refund_id=refund_id, decline_code=decline_code)
+
+    @event("RefundFailed")
+    def _refund_failed(self, *, refund_id: str, decline_code: str) -> None:
+        self.pending_refunds.pop(refund_id, None)
+        if refund_id in self.refunds_outcome_unknown:
+            self.refunds_outcome_unknown.remove(refund_id)
+
+    def record_refund_outcome_unknown(self, *, refund_id: str) -> None:
+        """The gateway's answer to a refund was lost: the money stays reserved until resolved.
+
+        Raises ``UnknownRefund``.
+        """
+        self._pending_refund(refund_id)
+        self._refund_outcome_unknown(refund_id=refund_id)
+
+    @event("RefundOutcomeUnknown")
+    def _refund_outcome_unknown(self, *, refund_id: str) -> None:
+        # The reservation is kept until a retry with the same gateway key learns the outcome.
+        self.refunds_outcome_unknown.append(refund_id)
+
+    def _pending_refund(self, refund_id: str) -> int:
+        if refund_id not in self.pending_refunds:
+            raise UnknownRefund("no refund of this order is waiting for the gateway")
+        return self.pending_refunds[refund_id]
+
     def cancel(self, *, reason: str | None = None) -> None:
-        """Cancel an order no money was captured for. Raises ``OrderNotCancellable``."""
+        """Cancel an order no money was captured for.
+
+        Raises ``OrderNotCancellable``, ``PaymentInProgress``.
+        """
+        if self.status is OrderStatus.PROCESSING:
+            raise PaymentInProgress(
+                "a payment of this order is in progress; it cannot be cancelled"
+            )
+        if self.status is OrderStatus.AUTHORIZED:
+            raise OrderNotCancellable("an authorized order is voided, not cancelled")
         if self.status not in (OrderStatus.PENDING, OrderStatus.DECLINED):
             raise OrderNotCancellable(
                 f"an order that is {self.status.value} cannot be cancelled; refund it instead"

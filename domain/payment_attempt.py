@@ -36,6 +36,9 @@ class AttemptStatus(str, Enum):
     REQUESTED = "requested"
     SUCCEEDED = "succeeded"
     DECLINED = "declined"
+    # The gateway call failed or timed out: the processor may or may not have charged. Only a
+    # repeat of the call with the same idempotency key (or reconciliation) resolves it.
+    OUTCOME_UNKNOWN = "unknown"
 
 
 class AttemptAlreadyResolved(InvalidTransition):
@@ -68,6 +71,9 @@ class PaymentAttempt(Aggregate):
         self.transaction_id: str | None = None
         self.decline_code: str | None = None
         self.hard_decline = False
+        self.capture_transaction_id: str | None = None
+        self.captured_minor = 0
+        self.voided = False
 
     def succeed(self, *, transaction_id: str) -> None:
         """Record the gateway's approval. Raises ``AttemptAlreadyResolved``."""
@@ -98,6 +104,42 @@ class PaymentAttempt(Aggregate):
         self.hard_decline = hard
         self.transaction_id = transaction_id
 
-    def _require_requested(self) -> None:
+    def record_outcome_unknown(self, *, reason: str) -> None:
+        """Record that the gateway's answer was lost. Raises ``AttemptAlreadyResolved``."""
         if self.status is not AttemptStatus.REQUESTED:
+            raise AttemptAlreadyResolved(f"the attempt is already {self.status.value}")
+        self._outcome_unknown(reason=reason[:500])
+
+    @event("OutcomeUnknown")
+    def _outcome_unknown(self, *, reason: str) -> None:
+        self.status = AttemptStatus.OUTCOME_UNKNOWN
+
+    def record_capture(self, *, transaction_id: str, amount_minor: int) -> None:
+        """The gateway captured this authorization; refunds go against ``transaction_id``."""
+        self._captured(transaction_id=transaction_id, amount_minor=amount_minor)
+
+    @event("Captured")
+    def _captured(self, *, transaction_id: str, amount_minor: int) -> None:
+        self.capture_transaction_id = transaction_id
+        self.captured_minor = amount_minor
+
+    def record_void(self) -> None:
+        self._voided()
+
+    @event("Voided")
+    def _voided(self) -> None:
+        self.voided = True
+
+    @property
+    def money_transaction_id(self) -> str | None:
+        """The transaction that moved the money (a purchase, or an authorization's capture)."""
+        return self.capture_transaction_id or self.transaction_id
+
+    @property
+    def resolved(self) -> bool:
+        return self.status in (AttemptStatus.SUCCEEDED, AttemptStatus.DECLINED)
+
+    def _require_requested(self) -> None:
+        # An unknown outcome is resolved by repeating the call with the same idempotency key.
+        if self.resolved:
             raise AttemptAlreadyResolved(f"the attempt has already {self.status.value}")

@@ -93,7 +93,8 @@ class CustomerSummariesView(BatchView):
             self.upsert(curs, "orders", _ORDER_COLUMNS, orders.values())
 
     def get(self, tenant_id: str, customer_id: UUID) -> dict[str, Any] | None:
-        with self.datastore.transaction(commit=False) as curs:
+        # One SELECT needs no transaction: a pooled connection in autocommit mode.
+        with self.datastore.cursor() as curs:
             curs.execute(
                 SQL("SELECT * FROM {} WHERE customer_id = %s AND tenant_id = %s").format(
                     self.table("customers")
@@ -136,7 +137,7 @@ class CustomerSummariesProjection(BatchProjection[CustomerSummariesView]):
             for e in events
             if isinstance(e, (Order.PaymentCaptured, Order.Refunded))
         } - placed
-        with self.view.datastore.transaction(commit=False) as curs:
+        with self.view.reading() as curs:
             orders = self.view.load(curs, "orders", "order_id", order_ids)
             customer_ids = {
                 e.originator_id for e in events if isinstance(e, Customer.PaymentMethodAttached)

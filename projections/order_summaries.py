@@ -13,7 +13,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed
 
-from domain.order import Order, order_number
+from domain.order import Order, history_requested, history_resolved, order_number
 from projections.base import BatchProjection, BatchView
 
 _COLUMNS = (
@@ -30,6 +30,10 @@ _COLUMNS = (
     "source",
     "attempts",
     "decline_code",
+    "payment_outcome",
+    "last_attempt_id",
+    "payment_history",
+    "pending_calls",
     "placed_at",
     "updated_at",
 )
@@ -56,9 +60,21 @@ class OrderSummariesView(BatchView):
             " source text NOT NULL,"
             " attempts integer NOT NULL,"
             " decline_code text,"
+            " payment_outcome text,"
+            " last_attempt_id uuid,"
+            " payment_history jsonb NOT NULL DEFAULT '[]',"
+            " pending_calls jsonb NOT NULL DEFAULT '{{}}',"
             " placed_at timestamptz NOT NULL,"
             " updated_at timestamptz NOT NULL)"
         ).format(orders)
+        # Tables created before these columns existed (a rebuild fills them in).
+        for column in (
+            "payment_outcome text",
+            "last_attempt_id uuid",
+            "payment_history jsonb NOT NULL DEFAULT '[]'",
+            "pending_calls jsonb NOT NULL DEFAULT '{{}}'",
+        ):
+            yield SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS " + column).format(orders)
         for suffix, columns in (
             ("tenant", "tenant_id, placed_at DESC, order_id DESC"),
             ("customer", "tenant_id, customer_id, placed_at DESC, order_id DESC"),
@@ -78,12 +94,19 @@ class OrderSummariesView(BatchView):
         return {row["order_id"]: dict(row) for row in curs.fetchall()}
 
     def write(self, curs: Cursor[DictRow], changes: dict[UUID, dict[str, Any]]) -> None:
-        self.upsert(curs, "orders", _COLUMNS, changes.values(), jsonb_columns=frozenset({"lines"}))
+        self.upsert(
+            curs,
+            "orders",
+            _COLUMNS,
+            changes.values(),
+            jsonb_columns=frozenset({"lines", "payment_history", "pending_calls"}),
+        )
 
     # Queries ----------------------------------------------------------------------------------
 
     def get(self, tenant_id: str, order_id: UUID) -> dict[str, Any] | None:
-        with self.datastore.transaction(commit=False) as curs:
+        # One SELECT needs no transaction: a pooled connection in autocommit mode.
+        with self.datastore.cursor() as curs:
             curs.execute(
                 SQL("SELECT * FROM {} WHERE order_id = %s AND tenant_id = %s").format(
                     self.table("orders")
@@ -119,7 +142,7 @@ class OrderSummariesView(BatchView):
             "SELECT * FROM {} WHERE " + " AND ".join(conditions) + " "
             "ORDER BY placed_at DESC, order_id DESC LIMIT %s"
         ).format(self.table("orders"))
-        with self.datastore.transaction(commit=False) as curs:
+        with self.datastore.cursor() as curs:
             curs.execute(statement, params)
             return [dict(row) for row in curs.fetchall()]
 
@@ -130,6 +153,15 @@ class OrderSummariesProjection(BatchProjection[OrderSummariesView]):
         get_topic(cls)
         for cls in (
             Order.Placed,
+            Order.PaymentRequested,
+            Order.PaymentOutcomeUnknown,
+            Order.PaymentAuthorized,
+            Order.PaymentVoided,
+            Order.CaptureRequested,
+            Order.VoidRequested,
+            Order.OperationFailed,
+            Order.RefundRequested,
+            Order.RefundFailed,
             Order.PaymentCaptured,
             Order.PaymentDeclined,
             Order.Refunded,
@@ -140,7 +172,7 @@ class OrderSummariesProjection(BatchProjection[OrderSummariesView]):
     def fold(self, events: Sequence[Any]) -> dict[UUID, dict[str, Any]]:
         placed = {e.originator_id for e in events if isinstance(e, Order.Placed)}
         missing = {e.originator_id for e in events} - placed
-        with self.view.datastore.transaction(commit=False) as curs:
+        with self.view.reading() as curs:
             rows = self.view.load(curs, missing)
         for domain_event in events:
             self.apply(domain_event, rows)
@@ -166,33 +198,130 @@ class OrderSummariesProjection(BatchProjection[OrderSummariesView]):
             "source": e.source,
             "attempts": 0,
             "decline_code": None,
+            "payment_outcome": None,
+            "last_attempt_id": None,
+            "payment_history": [],
+            # Captures, voids and refunds sent to the gateway and not yet answered (for the
+            # reconciler): id -> {kind, since}.
+            "pending_calls": {},
             "placed_at": e.timestamp,
             "updated_at": e.timestamp,
         }
 
     @apply.register
+    def _(self, e: Order.PaymentRequested, rows: dict[UUID, dict[str, Any]]) -> None:
+        row = rows[e.originator_id]
+        row.update(
+            status="processing",
+            attempts=row["attempts"] + 1,
+            last_attempt_id=e.attempt_id,
+            payment_outcome="requested",
+            updated_at=e.timestamp,
+        )
+        history_requested(
+            row["payment_history"],
+            attempt_id=e.attempt_id,
+            gateway=e.gateway,
+            kind=e.kind,
+            amount_minor=e.amount_minor,
+        )
+
+    @apply.register
+    def _(self, e: Order.PaymentOutcomeUnknown, rows: dict[UUID, dict[str, Any]]) -> None:
+        row = rows[e.originator_id]
+        row.update(payment_outcome="unknown", updated_at=e.timestamp)
+        history_resolved(row["payment_history"], attempt_id=e.attempt_id, outcome="unknown")
+
+    @apply.register
+    def _(self, e: Order.PaymentAuthorized, rows: dict[UUID, dict[str, Any]]) -> None:
+        row = rows[e.originator_id]
+        self._resolve_attempt(row, e.attempt_id)
+        history_resolved(row["payment_history"], attempt_id=e.attempt_id, outcome="succeeded")
+        row.update(
+            status="authorized",
+            decline_code=None,
+            payment_outcome="succeeded",
+            updated_at=e.timestamp,
+        )
+
+    @apply.register
+    def _(self, e: Order.PaymentVoided, rows: dict[UUID, dict[str, Any]]) -> None:
+        row = rows[e.originator_id]
+        row["pending_calls"].pop(e.operation_id, None)
+        row.update(status="voided", updated_at=e.timestamp)
+
+    @staticmethod
+    def _call_sent(row: dict[str, Any], call_id: str, kind: str, at: datetime) -> None:
+        row["pending_calls"][call_id] = {"kind": kind, "since": at.isoformat()}
+
+    @apply.register
+    def _(self, e: Order.CaptureRequested, rows: dict[UUID, dict[str, Any]]) -> None:
+        self._call_sent(rows[e.originator_id], e.operation_id, "capture", e.timestamp)
+
+    @apply.register
+    def _(self, e: Order.VoidRequested, rows: dict[UUID, dict[str, Any]]) -> None:
+        self._call_sent(rows[e.originator_id], e.operation_id, "void", e.timestamp)
+
+    @apply.register
+    def _(self, e: Order.RefundRequested, rows: dict[UUID, dict[str, Any]]) -> None:
+        self._call_sent(rows[e.originator_id], e.refund_id, "refund", e.timestamp)
+
+    @apply.register
+    def _(self, e: Order.OperationFailed, rows: dict[UUID, dict[str, Any]]) -> None:
+        rows[e.originator_id]["pending_calls"].pop(e.operation_id, None)
+
+    @apply.register
+    def _(self, e: Order.RefundFailed, rows: dict[UUID, dict[str, Any]]) -> None:
+        rows[e.originator_id]["pending_calls"].pop(e.refund_id, None)
+
+    @staticmethod
+    def _resolve_attempt(row: dict[str, Any], attempt_id: UUID) -> None:
+        # Orders recorded before payment intents existed count their attempt on its outcome.
+        if row["last_attempt_id"] != attempt_id:
+            row.update(attempts=row["attempts"] + 1, last_attempt_id=attempt_id)
+
+    @apply.register
     def _(self, e: Order.PaymentCaptured, rows: dict[UUID, dict[str, Any]]) -> None:
         row = rows[e.originator_id]
+        self._resolve_attempt(row, e.attempt_id)
+        history_resolved(
+            row["payment_history"],
+            attempt_id=e.attempt_id,
+            outcome="succeeded",
+            amount_minor=e.amount_minor,
+        )
+        row["pending_calls"] = {
+            k: v for k, v in row["pending_calls"].items() if v["kind"] != "capture"
+        }
         row.update(
             captured_minor=e.captured_minor,
             status=e.status,
-            attempts=row["attempts"] + 1,
             decline_code=None,
+            payment_outcome="succeeded",
             updated_at=e.timestamp,
         )
 
     @apply.register
     def _(self, e: Order.PaymentDeclined, rows: dict[UUID, dict[str, Any]]) -> None:
         row = rows[e.originator_id]
+        self._resolve_attempt(row, e.attempt_id)
+        history_resolved(
+            row["payment_history"],
+            attempt_id=e.attempt_id,
+            outcome="declined",
+            decline_code=e.decline_code,
+        )
         row.update(
             status="declined",
-            attempts=row["attempts"] + 1,
             decline_code=e.decline_code,
+            payment_outcome="declined",
             updated_at=e.timestamp,
         )
 
     @apply.register
     def _(self, e: Order.Refunded, rows: dict[UUID, dict[str, Any]]) -> None:
+        if e.refund_id is not None:
+            rows[e.originator_id]["pending_calls"].pop(e.refund_id, None)
         rows[e.originator_id].update(
             refunded_minor=e.refunded_minor, status=e.status, updated_at=e.timestamp
         )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
+from adapters.gateways.sandbox_book import MemorySandboxBook, SandboxBook, SandboxTransaction
 from application.ports import CardRejected, GatewayOutcome
 from domain.customer import CardDetails
 
@@ -33,6 +34,11 @@ DECLINE_MESSAGES = {
     "insufficient_funds": "Your card has insufficient funds.",
     "expired_card": "Your card has expired.",
     "incorrect_cvc": "Your card's security code is incorrect.",
+    "charge_not_found": "No succeeded charge with this id.",
+    "currency_mismatch": "A refund is in the charge's currency.",
+    "amount_too_large": "The amount exceeds what is left of the transaction.",
+    "not_an_authorization": "Only an authorization can be captured or voided.",
+    "authorization_already_used": "The authorization was already captured or voided.",
 }
 
 
@@ -103,23 +109,203 @@ class SandboxVault:
 
 
 class SandboxGateway:
-    """Approves or declines from the token's behaviour; the same idempotency key, same answer."""
+    """A processor with its own books: approves or declines from the token's behaviour.
+
+    Every charge and refund it executes is kept in its ``SandboxBook`` (what a processor's
+    dashboard shows); a repeated idempotency key returns the original transaction, never a new
+    one. Reconciliation and tests compare the ledger against these books.
+    """
 
     name = "sandbox"
 
+    def __init__(self, book: SandboxBook | None = None, now: Callable[[], datetime] | None = None):
+        self.book: SandboxBook = book if book is not None else MemorySandboxBook()
+        self._now = now or (lambda: datetime.now(UTC))
+
     def purchase(
-        self, *, token: str, amount_minor: int, currency: str, idempotency_key: UUID
+        self,
+        *,
+        account_id: str,
+        token: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: UUID,
+        reference: str,
     ) -> GatewayOutcome:
-        transaction_id = "ch_sandbox_" + hashlib.sha256(idempotency_key.bytes).hexdigest()[:24]
-        behaviour = _behaviour(token)
-        if behaviour == "succeeds":
-            return GatewayOutcome(succeeded=True, transaction_id=transaction_id)
-        return GatewayOutcome(
-            succeeded=False,
-            transaction_id=transaction_id,
-            decline_code=behaviour,
-            message=DECLINE_MESSAGES.get(behaviour, "Your card was declined."),
+        return self._card_transaction(
+            "charge", account_id, token, amount_minor, currency, idempotency_key, reference
         )
+
+    def authorize(
+        self,
+        *,
+        account_id: str,
+        token: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: UUID,
+        reference: str,
+    ) -> GatewayOutcome:
+        return self._card_transaction(
+            "authorization", account_id, token, amount_minor, currency, idempotency_key, reference
+        )
+
+    def _card_transaction(
+        self,
+        kind: str,
+        account_id: str,
+        token: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: UUID,
+        reference: str,
+    ) -> GatewayOutcome:
+        behaviour = _behaviour(token)
+        transaction = self.book.add_charge(
+            SandboxTransaction(
+                id=_transaction_id("ch" if kind == "charge" else "au", idempotency_key),
+                account_id=account_id,
+                kind=kind,
+                status="succeeded" if behaviour == "succeeds" else "declined",
+                idempotency_key=idempotency_key,
+                amount_minor=amount_minor,
+                currency=currency,
+                reference=reference,
+                decline_code=None if behaviour == "succeeds" else behaviour,
+                charge_id=None,
+                created_at=self._now(),
+            )
+        )
+        return _outcome(transaction)
+
+    def capture(
+        self,
+        *,
+        account_id: str,
+        transaction_id: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: UUID,
+        reference: str,
+    ) -> GatewayOutcome:
+        def refusal(auth: SandboxTransaction, done: list[SandboxTransaction]) -> str | None:
+            if auth.kind != "authorization":
+                return "not_an_authorization"
+            if done:
+                return "authorization_already_used"  # captured once, or voided
+            return "amount_too_large" if amount_minor > auth.amount_minor else None
+
+        return self._follow_up(
+            "capture",
+            account_id,
+            transaction_id,
+            amount_minor,
+            currency,
+            idempotency_key,
+            reference,
+            refusal,
+        )
+
+    def void(
+        self, *, account_id: str, transaction_id: str, idempotency_key: UUID, reference: str
+    ) -> GatewayOutcome:
+        def refusal(auth: SandboxTransaction, done: list[SandboxTransaction]) -> str | None:
+            if auth.kind != "authorization":
+                return "not_an_authorization"
+            return "authorization_already_used" if done else None
+
+        return self._follow_up(
+            "void", account_id, transaction_id, 0, None, idempotency_key, reference, refusal
+        )
+
+    def refund(
+        self,
+        *,
+        account_id: str,
+        transaction_id: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: UUID,
+        reference: str,
+    ) -> GatewayOutcome:
+        def refusal(charge: SandboxTransaction, done: list[SandboxTransaction]) -> str | None:
+            if charge.kind not in ("charge", "capture"):
+                return "charge_not_found"
+            refunded_minor = sum(t.amount_minor for t in done if t.kind == "refund")
+            return (
+                "amount_too_large" if amount_minor > charge.amount_minor - refunded_minor else None
+            )
+
+        return self._follow_up(
+            "refund",
+            account_id,
+            transaction_id,
+            amount_minor,
+            currency,
+            idempotency_key,
+            reference,
+            refusal,
+        )
+
+    def status(self, *, account_id: str, idempotency_key: UUID) -> GatewayOutcome | None:
+        transaction = self.book.find(idempotency_key)
+        if transaction is None or transaction.account_id != account_id:
+            return None
+        return _outcome(transaction)
+
+    def _follow_up(
+        self,
+        kind: str,
+        account_id: str,
+        parent_id: str,
+        amount_minor: int,
+        currency: str | None,
+        idempotency_key: UUID,
+        reference: str,
+        refusal: Callable[[SandboxTransaction, list[SandboxTransaction]], str | None],
+    ) -> GatewayOutcome:
+        """A capture, void or refund of ``parent_id``, decided while the parent is locked."""
+
+        def build(
+            parent: SandboxTransaction | None, done: list[SandboxTransaction]
+        ) -> SandboxTransaction:
+            if parent is None or parent.account_id != account_id or parent.status != "succeeded":
+                decline_code: str | None = "charge_not_found"
+            elif currency is not None and parent.currency != currency:
+                decline_code = "currency_mismatch"
+            else:
+                decline_code = refusal(parent, done)
+            return SandboxTransaction(
+                id=_transaction_id(kind[:2], idempotency_key),
+                account_id=account_id,
+                kind=kind,
+                status="declined" if decline_code else "succeeded",
+                idempotency_key=idempotency_key,
+                amount_minor=amount_minor,
+                currency=currency or (parent.currency if parent else ""),
+                reference=reference,
+                decline_code=decline_code,
+                charge_id=parent_id,
+                created_at=self._now(),
+            )
+
+        return _outcome(self.book.add_follow_up(idempotency_key, parent_id, build))
+
+
+def _transaction_id(prefix: str, idempotency_key: UUID) -> str:
+    return f"{prefix}_sandbox_" + hashlib.sha256(idempotency_key.bytes).hexdigest()[:24]
+
+
+def _outcome(transaction: SandboxTransaction) -> GatewayOutcome:
+    if transaction.status == "succeeded":
+        return GatewayOutcome(succeeded=True, transaction_id=transaction.id)
+    code = transaction.decline_code or "generic_decline"
+    return GatewayOutcome(
+        succeeded=False,
+        transaction_id=transaction.id,
+        decline_code=code,
+        message=DECLINE_MESSAGES.get(code, "The transaction was declined."),
+    )
 
 
 def _behaviour(token: str) -> str:

@@ -10,12 +10,11 @@ from fastapi import APIRouter, Response
 
 from api.deps import (
     CommandPrincipal,
+    CustomersAtMinPosition,
     IdempotencyKey,
-    MinPosition,
     ReadPrincipal,
     ServicesDep,
     command_body,
-    wait_for_position,
 )
 from api.schemas import (
     CustomerCreate,
@@ -24,7 +23,7 @@ from api.schemas import (
     PaymentMethodCreate,
     PaymentMethodOut,
 )
-from application.ledger import CustomerNotFound
+from application.customers import CustomerNotFound
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
@@ -53,12 +52,11 @@ def get_customer(
     customer_id: UUID,
     principal: ReadPrincipal,
     services: ServicesDep,
-    min_position: MinPosition = None,
+    at_min_position: CustomersAtMinPosition = None,
 ) -> dict[str, Any]:
-    wait_for_position(services, services.customers, min_position)
     row = services.customers.get(principal.tenant_id, customer_id)
     if row is None:
-        raise CustomerNotFound(f"no customer {customer_id}", param="customer_id")
+        raise CustomerNotFound("no customer with this id", param="customer_id")
     return customer_from_row(row)
 
 

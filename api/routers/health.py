@@ -8,7 +8,7 @@ import prometheus_client
 from fastapi import APIRouter, Response
 
 from api.deps import ServicesDep
-from api.schemas import OrjsonResponse
+from api.schemas import OrjsonResponse, ReadinessOut
 
 router = APIRouter(tags=["health"])
 
@@ -19,9 +19,18 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"model": ReadinessOut, "description": "Ready"},
+        503: {"model": ReadinessOut, "description": "Not ready: the failing part says `error: …`"},
+    },
+)
 def readyz(services: ServicesDep) -> OrjsonResponse:
-    """Database and Redis reachable (503 otherwise), with each projection's lag in events."""
+    """Database and Redis reachable (503 otherwise), with each projection's lag in events.
+
+    Answers within about 1.5 s even while a dependency hangs.
+    """
     checks: dict[str, Any] = services.readiness()
     ready = checks.get("database") == "ok" and checks.get("redis") == "ok"
     body = {"status": "ok" if ready else "unavailable", **checks}

@@ -2,36 +2,67 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-import orjson
 from fastapi import APIRouter, Query, Response
 
 from api.deps import (
     CommandPrincipal,
     IdempotencyKey,
-    MinPosition,
+    OrdersAtMinPosition,
     ReadPrincipal,
     ServicesDep,
     command_body,
-    wait_for_position,
 )
-from api.errors import ApiError
-from api.schemas import CancelRequest, OrderCreate, OrderOut, OrderPage, RefundCreate
-from application.ledger import OrderNotFound
+from api.schemas import (
+    CancelRequest,
+    CaptureRequest,
+    ErrorOut,
+    OrderCreate,
+    OrderOut,
+    OrderPage,
+    RefundCreate,
+)
+from application.orders import OrderNotFound, render_order
 from domain.order import OrderStatus
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
+# Commands that call the payment gateway.
+GATEWAY_UNKNOWN: dict[int | str, dict[str, Any]] = {
+    502: {
+        "model": ErrorOut,
+        "description": "The gateway did not answer (`gateway_outcome_unknown`): the outcome is "
+        "recorded as unknown; send the request again with the `Idempotency-Key` of this "
+        "response to learn it",
+        "headers": {
+            "Idempotency-Key": {
+                "description": "The key that finishes this request",
+                "schema": {"type": "string"},
+            }
+        },
+    }
+}
+REFUND_DECLINED: dict[int | str, dict[str, Any]] = {
+    402: {"model": ErrorOut, "description": "The processor declined the refund (`refund_declined`)"}
+}
+OPERATION_DECLINED: dict[int | str, dict[str, Any]] = {
+    402: {
+        "model": ErrorOut,
+        "description": "The processor declined the capture or void (`operation_declined`)",
+    }
+}
+
 LIMIT_DEFAULT = 20
 LIMIT_MAX = 100
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Up to 16 digits of microseconds reach the year 2286, well inside ``datetime``'s range.
+CURSOR_PATTERN = r"^[0-9]{1,16}_[0-9a-f]{32}$"
 
 
-@router.post("", status_code=201, response_model=OrderOut)
+@router.post("", status_code=201, response_model=OrderOut, responses=GATEWAY_UNKNOWN)
 def place_order(
     body: OrderCreate,
     principal: CommandPrincipal,
@@ -54,7 +85,12 @@ def place_order(
     return command_body(response, result)
 
 
-@router.post("/{order_id}/refunds", status_code=201, response_model=OrderOut)
+@router.post(
+    "/{order_id}/refunds",
+    status_code=201,
+    response_model=OrderOut,
+    responses={**GATEWAY_UNKNOWN, **REFUND_DECLINED},
+)
 def refund_order(
     order_id: UUID,
     body: RefundCreate,
@@ -69,6 +105,48 @@ def refund_order(
         amount_minor=body.amount_minor,
         reason=body.reason,
         idempotency_key=idempotency_key,
+    )
+    return command_body(response, result)
+
+
+@router.post(
+    "/{order_id}/capture",
+    response_model=OrderOut,
+    responses={**GATEWAY_UNKNOWN, **OPERATION_DECLINED},
+)
+def capture_order(
+    order_id: UUID,
+    principal: CommandPrincipal,
+    services: ServicesDep,
+    response: Response,
+    body: CaptureRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    """Capture an authorized order, all of it or part (once; the rest is released)."""
+    result = services.ledger.capture_order(
+        tenant_id=principal.tenant_id,
+        order_id=order_id,
+        amount_minor=body.amount_minor if body else None,
+        idempotency_key=idempotency_key,
+    )
+    return command_body(response, result)
+
+
+@router.post(
+    "/{order_id}/void",
+    response_model=OrderOut,
+    responses={**GATEWAY_UNKNOWN, **OPERATION_DECLINED},
+)
+def void_order(
+    order_id: UUID,
+    principal: CommandPrincipal,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    """Release the authorization of an order nothing was captured for."""
+    result = services.ledger.void_order(
+        tenant_id=principal.tenant_id, order_id=order_id, idempotency_key=idempotency_key
     )
     return command_body(response, result)
 
@@ -97,12 +175,11 @@ def get_order(
     order_id: UUID,
     principal: ReadPrincipal,
     services: ServicesDep,
-    min_position: MinPosition = None,
+    at_min_position: OrdersAtMinPosition = None,
 ) -> dict[str, Any]:
-    wait_for_position(services, services.orders, min_position)
     row = services.orders.get(principal.tenant_id, order_id)
     if row is None:
-        raise OrderNotFound(f"no order {order_id}", param="order_id")
+        raise OrderNotFound("no order with this id", param="order_id")
     return order_from_row(row)
 
 
@@ -113,11 +190,18 @@ def list_orders(
     customer_id: UUID | None = None,
     status: OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=LIMIT_MAX)] = LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    min_position: MinPosition = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=CURSOR_PATTERN,
+            max_length=60,
+            description="The `next_cursor` of the previous page; a position in the list, so "
+            "a cursor past the last order gives an empty page",
+        ),
+    ] = None,
+    at_min_position: OrdersAtMinPosition = None,
 ) -> dict[str, Any]:
     """Orders newest first, ``limit`` at a time; follow ``next_cursor`` for the next page."""
-    wait_for_position(services, services.orders, min_position)
     rows = services.orders.list(
         principal.tenant_id,
         customer_id=customer_id,
@@ -131,50 +215,34 @@ def list_orders(
 
 
 def order_from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """An ``order_summaries`` row in the same words as the commands' responses."""
-    payment = None
-    if row["attempts"]:
-        payment = {
-            "outcome": "declined" if row["status"] == OrderStatus.DECLINED.value else "succeeded",
-            "decline_code": row["decline_code"],
-            "attempts": row["attempts"],
-        }
-    return {
-        "id": row["order_id"],
-        "number": row["number"],
-        "customer_id": row["customer_id"],
-        "status": row["status"],
-        "currency": row["currency"],
-        "total_minor": row["total_minor"],
-        "captured_minor": row["captured_minor"],
-        "refunded_minor": row["refunded_minor"],
-        "lines": row["lines"],
-        "placed_at": row["placed_at"].astimezone(UTC),
-        "payment": payment,
-    }
+    """An ``order_summaries`` row, rendered by the same function as the commands' responses."""
+    return render_order(
+        order_id=row["order_id"],
+        number=row["number"],
+        customer_id=row["customer_id"],
+        status=row["status"],
+        currency=row["currency"],
+        total_minor=row["total_minor"],
+        captured_minor=row["captured_minor"],
+        refunded_minor=row["refunded_minor"],
+        lines=row["lines"],
+        placed_at=row["placed_at"].astimezone(UTC),
+        attempts=row["attempts"],
+        payment_outcome=row.get("payment_outcome"),
+        decline_code=row["decline_code"],
+        history=row.get("payment_history"),
+    )
 
 
 def encode_cursor(row: dict[str, Any]) -> str:
-    """An opaque cursor naming the last row of a page: its (placed_at, order_id)."""
-    key = [row["placed_at"].astimezone(UTC).isoformat(), str(row["order_id"])]
-    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
+    """A cursor naming the last row of a page: its placed_at (microseconds since the epoch, UTC)
+    and order id. Every string of ``CURSOR_PATTERN`` is a position, so none is "unknown"."""
+    placed_at = row["placed_at"].astimezone(UTC)
+    microseconds = (placed_at - EPOCH) // timedelta(microseconds=1)
+    return f"{microseconds}_{row['order_id'].hex}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    """Raises ``ApiError`` 400 ``invalid_cursor`` for anything ``encode_cursor`` did not make."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        placed_at_text, order_id_text = orjson.loads(raw)
-        placed_at = datetime.fromisoformat(placed_at_text)
-        order_id = UUID(order_id_text)
-    except (binascii.Error, AttributeError, TypeError, ValueError):
-        placed_at = None
-    if placed_at is None or placed_at.tzinfo is None:
-        raise ApiError(
-            400,
-            "invalid_request_error",
-            "invalid_cursor",
-            "the cursor is not one this API returned",
-            param="cursor",
-        )
-    return placed_at, order_id
+    """The (placed_at, order_id) a cursor names; the route's pattern has checked its shape."""
+    microseconds_text, order_id_hex = cursor.split("_")
+    return EPOCH + timedelta(microseconds=int(microseconds_text)), UUID(hex=order_id_hex)

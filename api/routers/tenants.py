@@ -20,5 +20,5 @@ def create_tenant(
     """Create a tenant. 409 ``tenant_exists`` if the id is taken; 422 for an invalid id."""
     name = body.name or body.id
     if not services.access.create_tenant(body.id, name):
-        raise TenantAlreadyExists(f"tenant {body.id!r} already exists", param="id")
+        raise TenantAlreadyExists("a tenant with this id already exists", param="id")
     return {"id": body.id, "name": name}

@@ -128,7 +128,7 @@ def test_invalid_cards_and_payment_methods_are_named(acme: Merchant, customer_id
 
     assert assert_error(bad_luhn, 422, "invalid_card")["param"] == "card_number"
     assert assert_error(bad_month, 422, "validation_error")["param"] == "exp_month"
-    assert assert_error(no_such_method, 422, "payment_method_not_found")["param"] == (
+    assert assert_error(no_such_method, 404, "payment_method_not_found")["param"] == (
         "payment_method_id"
     )
     assert assert_error(bad_mode, 422, "validation_error")["param"] == "payment.mode"

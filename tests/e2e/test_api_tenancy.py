@@ -36,7 +36,7 @@ def test_another_tenants_customers_and_orders_do_not_exist(
         assert_error(response, 404, code)
     # A card of tenant A cannot pay for tenant B's customer either.
     stolen_card = globex.place_order(globex_customer["id"], card["id"])
-    assert_error(stolen_card, 422, "payment_method_not_found")
+    assert_error(stolen_card, 404, "payment_method_not_found")
 
     globex_list = globex.get("/v1/orders", params={"min_position": position(globex_order)})
     assert [order["id"] for order in globex_list.json()["data"]] == [globex_order.json()["id"]]

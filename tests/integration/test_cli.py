@@ -69,13 +69,15 @@ def test_demo_then_rebuild_keeps_the_read_model_identical(cli_env, test_settings
 def test_the_bootstrap_api_key_is_an_admin_of_tenant_default_and_is_created_idempotently(
     test_settings,
 ):
-    settings = test_settings.model_copy(update={"bootstrap_api_key": "lk_bootstrap_example"})
+    settings = test_settings.model_copy(
+        update={"bootstrap_api_key": "lk_bootstrap_example_of_32_characters"}
+    )
     for _ in range(2):  # a restart must neither fail nor add a second key
         services = bootstrap(settings)
         services.close()
     services = bootstrap(settings)
     try:
-        principal = services.access.authenticate("lk_bootstrap_example")
+        principal = services.access.authenticate("lk_bootstrap_example_of_32_characters")
         with services.ledger.factory.datastore.transaction() as curs:
             curs.execute(f'SELECT count(*) AS keys FROM "{settings.db_schema}".ledger_api_keys')
             keys = curs.fetchone()["keys"]

@@ -8,9 +8,11 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
+from adapters.bootstrap import bootstrap_ledger
 from adapters.gateways.sandbox import SandboxGateway, SandboxVault
 from adapters.jobs import NOTIFICATIONS_QUEUE, Jobs
-from application.ledger import Ledger, OrderNotFound
+from application.ledger import Ledger
+from application.orders import OrderNotFound
 
 
 class InMemoryNotifications:
@@ -30,8 +32,7 @@ class InMemoryNotifications:
 def system():
     broker = StubBroker()
     broker.emit_after("process_boot")
-    ledger = Ledger(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+    ledger = bootstrap_ledger(
         vault=SandboxVault(),
         gateway=SandboxGateway(),
         fingerprint_secret=b"jobs",

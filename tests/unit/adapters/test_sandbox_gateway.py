@@ -24,6 +24,9 @@ def vault() -> SandboxVault:
     return SandboxVault(now=lambda: TODAY)
 
 
+CHARGE = {"account_id": "acme", "reference": "order-1"}
+
+
 def tokenize(vault: SandboxVault, card_number: str, **overrides) -> object:
     fields = {"exp_month": 12, "exp_year": EXP_YEAR, "cvc": "123", **overrides}
     return vault.tokenize(card_number=card_number, **fields)
@@ -208,7 +211,7 @@ def test_each_stripe_test_card_gets_its_documented_outcome(
     token = tokenize(vault, number).token
 
     outcome = SandboxGateway().purchase(
-        token=token, amount_minor=1000, currency="USD", idempotency_key=uuid4()
+        token=token, amount_minor=1000, currency="USD", idempotency_key=uuid4(), **CHARGE
     )
 
     assert outcome.succeeded is succeeded
@@ -223,7 +226,7 @@ def test_an_insufficient_funds_decline_says_so(vault: SandboxVault) -> None:
     token = tokenize(vault, "4000000000009995").token
 
     outcome = SandboxGateway().purchase(
-        token=token, amount_minor=1000, currency="USD", idempotency_key=uuid4()
+        token=token, amount_minor=1000, currency="USD", idempotency_key=uuid4(), **CHARGE
     )
 
     assert outcome.message == "Your card has insufficient funds."
@@ -231,7 +234,7 @@ def test_an_insufficient_funds_decline_says_so(vault: SandboxVault) -> None:
 
 def test_a_token_from_another_vault_is_declined() -> None:
     outcome = SandboxGateway().purchase(
-        token="tok_visa", amount_minor=1000, currency="USD", idempotency_key=uuid4()
+        token="tok_visa", amount_minor=1000, currency="USD", idempotency_key=uuid4(), **CHARGE
     )
 
     assert outcome.succeeded is False
@@ -243,8 +246,12 @@ def test_the_same_idempotency_key_gives_the_same_transaction_id(vault: SandboxVa
     token = tokenize(vault, "4242424242424242").token
     key = UUID("12345678-1234-4234-8234-123456789abc")
 
-    first = gateway.purchase(token=token, amount_minor=1000, currency="USD", idempotency_key=key)
-    second = gateway.purchase(token=token, amount_minor=1000, currency="USD", idempotency_key=key)
+    first = gateway.purchase(
+        token=token, amount_minor=1000, currency="USD", idempotency_key=key, **CHARGE
+    )
+    second = gateway.purchase(
+        token=token, amount_minor=1000, currency="USD", idempotency_key=key, **CHARGE
+    )
 
     assert first == second
 
@@ -254,10 +261,10 @@ def test_different_idempotency_keys_give_different_transaction_ids(vault: Sandbo
     token = tokenize(vault, "4242424242424242").token
 
     first = gateway.purchase(
-        token=token, amount_minor=1000, currency="USD", idempotency_key=uuid4()
+        token=token, amount_minor=1000, currency="USD", idempotency_key=uuid4(), **CHARGE
     )
     second = gateway.purchase(
-        token=token, amount_minor=1000, currency="USD", idempotency_key=uuid4()
+        token=token, amount_minor=1000, currency="USD", idempotency_key=uuid4(), **CHARGE
     )
 
     assert first.transaction_id != second.transaction_id

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from adapters.bootstrap import bootstrap_ledger
 from adapters.gateways.sandbox import SandboxGateway, SandboxVault
 from application.demo import load_demo
 from application.ledger import Ledger
 
 
 def _ledger() -> Ledger:
-    return Ledger(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+    return bootstrap_ledger(
         vault=SandboxVault(),
         gateway=SandboxGateway(),
         fingerprint_secret=b"demo",

@@ -9,15 +9,14 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from adapters.bootstrap import bootstrap_ledger
 from adapters.gateways.sandbox import SandboxGateway, SandboxVault
+from application.commands import ConcurrentModification
+from application.customers import CustomerNotFound
 from application.idempotency import IdempotencyKeyReused, InvalidIdempotencyKey
-from application.ledger import (
-    ConcurrentModification,
-    CustomerNotFound,
-    Ledger,
-    OrderNotFound,
-    UnsupportedPaymentMode,
-)
+from application.ledger import Ledger
+from application.orders import OrderNotFound
+from application.payments import UnsupportedPaymentMode
 from application.ports import CardRejected, GatewayOutcome
 from domain.customer import InvalidEmail, PaymentMethodNotFound
 from domain.order import (
@@ -47,6 +46,7 @@ class CountingGateway(SandboxGateway):
     """The sandbox gateway, remembering every purchase it was asked for."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.purchases: list[dict[str, Any]] = []
 
     def purchase(self, **request: Any) -> GatewayOutcome:
@@ -55,8 +55,7 @@ class CountingGateway(SandboxGateway):
 
 
 def build_ledger(gateway: SandboxGateway | None = None) -> Ledger:
-    return Ledger(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+    return bootstrap_ledger(
         vault=SandboxVault(now=lambda: TODAY),
         gateway=gateway or SandboxGateway(),
         fingerprint_secret=b"test",
@@ -211,7 +210,15 @@ def test_placing_an_order_with_a_good_card_captures_the_total(
 
     assert body["status"] == "paid"
     assert body["captured_minor"] == TOTAL_MINOR
-    assert body["payment"] == {"outcome": "succeeded", "decline_code": None, "attempts": 1}
+    payment = body["payment"]
+    assert {k: payment[k] for k in ("outcome", "decline_code", "attempts")} == {
+        "outcome": "succeeded",
+        "decline_code": None,
+        "attempts": 1,
+    }
+    assert [(h["kind"], h["outcome"], h["amount_minor"]) for h in payment["history"]] == [
+        ("purchase", "succeeded", TOTAL_MINOR)
+    ]
     order = app.get_order(TENANT_A, UUID(body["id"]))
     attempt = app.repository.get(order.attempt_ids[0])
     assert attempt.status is AttemptStatus.SUCCEEDED
@@ -264,7 +271,7 @@ def test_paying_with_an_unknown_payment_method_raises_and_stores_nothing(
     assert gateway.purchases == []
 
 
-def test_paying_by_authorization_only_raises_unsupported_payment_mode(app: Ledger) -> None:
+def test_an_unknown_payment_mode_raises_unsupported_payment_mode(app: Ledger) -> None:
     customer_id = register(app)
     payment_method_id = attach_card(app, customer_id)
 
@@ -274,7 +281,7 @@ def test_paying_by_authorization_only_raises_unsupported_payment_mode(app: Ledge
             customer_id=customer_id,
             currency="GBP",
             lines=LINES,
-            payment={"payment_method_id": str(payment_method_id), "mode": "authorize"},
+            payment={"payment_method_id": str(payment_method_id), "mode": "layaway"},
         )
 
 
@@ -552,26 +559,26 @@ def test_of_two_writers_from_the_same_version_only_the_first_save_succeeds(app: 
     order_id = place_paid_order(app)
     first_copy = app.repository.get(order_id)
     second_copy = app.repository.get(order_id)
-    first_copy.refund(amount_minor=100)
-    second_copy.refund(amount_minor=200)
+    first_copy.request_refund(refund_id="r1", amount_minor=100, reason=None)
+    second_copy.request_refund(refund_id="r2", amount_minor=200, reason=None)
 
     app.save(first_copy)
     with pytest.raises(IntegrityError):
         app.save(second_copy)
 
-    assert app.get_order(TENANT_A, order_id).refunded_minor == 100
+    assert app.get_order(TENANT_A, order_id).pending_refunds == {"r1": 100}
 
 
 def test_a_lost_race_is_reported_as_concurrent_modification(app: Ledger) -> None:
     order_id = place_paid_order(app)
     first_copy = app.repository.get(order_id)
     second_copy = app.repository.get(order_id)
-    first_copy.refund(amount_minor=100)
-    second_copy.refund(amount_minor=200)
+    first_copy.request_refund(refund_id="r1", amount_minor=100, reason=None)
+    second_copy.request_refund(refund_id="r2", amount_minor=200, reason=None)
 
-    app._save([first_copy])
+    app.save_all([first_copy])
     with pytest.raises(ConcurrentModification) as raised:
-        app._save([second_copy])
+        app.save_all([second_copy])
 
     assert raised.value.code == "concurrent_modification"
 

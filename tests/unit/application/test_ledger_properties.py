@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.bootstrap import bootstrap_ledger
 from adapters.gateways.sandbox import SandboxGateway, SandboxVault
 from application.ledger import Ledger
 from domain.errors import DomainError
@@ -21,8 +22,7 @@ FAST = settings(max_examples=60, deadline=None)
 
 
 def build_ledger() -> Ledger:
-    return Ledger(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+    return bootstrap_ledger(
         vault=SandboxVault(now=lambda: TODAY),
         gateway=SandboxGateway(),
         fingerprint_secret=b"test",
@@ -123,7 +123,14 @@ order_commands = st.lists(
     st.one_of(
         st.tuples(st.just("capture"), st.integers(min_value=-1, max_value=1200)),
         st.tuples(st.just("decline"), st.sampled_from(["generic_decline", "expired_card"])),
+        st.tuples(st.just("request_payment"), st.none()),
+        st.tuples(st.just("payment_unknown"), st.none()),
+        st.tuples(st.just("capture_requested"), st.integers(min_value=-1, max_value=1200)),
         st.tuples(st.just("refund"), st.integers(min_value=-1, max_value=1200)),
+        st.tuples(st.just("request_refund"), st.integers(min_value=-1, max_value=1200)),
+        st.tuples(st.just("complete_refund"), st.none()),
+        st.tuples(st.just("fail_refund"), st.none()),
+        st.tuples(st.just("refund_unknown"), st.none()),
         st.tuples(st.just("cancel"), st.none()),
         st.tuples(st.just("save"), st.none()),
     ),
@@ -136,11 +143,29 @@ def apply(app: Ledger, order: Order, command: str, argument: object) -> None:
         order.record_capture(attempt_id=uuid4(), amount_minor=argument)
     elif command == "decline":
         order.record_decline(attempt_id=uuid4(), decline_code=argument)
+    elif command == "request_payment":
+        order.request_payment(attempt_id=uuid4())
+    elif command == "payment_unknown" and order.attempt_ids:
+        order.record_payment_outcome_unknown(attempt_id=order.attempt_ids[-1])
+    elif command == "capture_requested" and order.attempt_ids:
+        order.record_capture(attempt_id=order.attempt_ids[-1], amount_minor=argument)
     elif command == "refund":
-        order.refund(amount_minor=argument, reason="property test")
+        refund_id = str(uuid4())
+        order.request_refund(refund_id=refund_id, amount_minor=argument, reason="property test")
+        order.complete_refund(refund_id=refund_id)
+    elif command == "request_refund":
+        order.request_refund(refund_id=str(uuid4()), amount_minor=argument, reason=None)
+    elif command.endswith("_refund") or command == "refund_unknown":
+        refund_id = next(iter(order.pending_refunds), "none")
+        if command == "complete_refund":
+            order.complete_refund(refund_id=refund_id)
+        elif command == "fail_refund":
+            order.fail_refund(refund_id=refund_id, decline_code="declined")
+        else:
+            order.record_refund_outcome_unknown(refund_id=refund_id)
     elif command == "cancel":
         order.cancel(reason="property test")
-    else:
+    elif command == "save":
         app.save(order)
 
 
@@ -173,4 +198,10 @@ def test_an_order_rebuilt_from_its_stored_events_equals_the_live_order(
     assert rebuilt.lines == live.lines
     assert rebuilt.attempt_ids == live.attempt_ids
     assert rebuilt.decline_code == live.decline_code
+    assert rebuilt.payment_outcome == live.payment_outcome
+    assert rebuilt.pending_refunds == live.pending_refunds
+    assert rebuilt.refunds_outcome_unknown == live.refunds_outcome_unknown
+    # Money is never created: refunded and reserved never exceed captured, captured the total.
+    assert rebuilt.refundable_minor >= 0
+    assert rebuilt.captured_minor <= rebuilt.total_minor
     assert rebuilt.customer_id == live.customer_id
