@@ -19,7 +19,10 @@ import dramatiq
 from psycopg.sql import SQL, Identifier
 
 from adapters.access import AccessStore
+from adapters.async_reads import AsyncReadModels
+from adapters.books_reconciliation import DailyBooksReconciliation
 from adapters.embedded import EmbeddedPostgres, EmbeddedRedis
+from adapters.gateway_figures import MemoryGatewayFigures, PgGatewayFigures
 from adapters.gateways.sandbox import SandboxGateway, SandboxVault
 from adapters.gateways.sandbox_book import PgSandboxBook, SandboxBook
 from adapters.jobs import (
@@ -42,8 +45,10 @@ from adapters.projection_lock import ProjectionLock
 from adapters.projection_runner import ProjectionRunner
 from adapters.reconciliation import PaymentReconciler
 from adapters.settings import Settings
+from application.gateways import GatewayFigures
 from application.ledger import Ledger
 from application.ports import PaymentGateway, Vault
+from domain.routing import RoutingConfig
 from projections.base import BatchProjection, BatchView, positions_channel
 from projections.customer_summaries import CustomerSummariesProjection, CustomerSummariesView
 from projections.gateway_report import GatewayReportProjection, GatewayReportView
@@ -75,6 +80,7 @@ class Services:
     _worker: dramatiq.Worker | None = None
     _sweeper: ConfirmationSweeper | None = None
     _reconciler: PaymentReconciler | None = None
+    _books_reconciler: DailyBooksReconciliation | None = None
 
     @property
     def orders(self) -> OrderSummariesView:
@@ -95,6 +101,15 @@ class Services:
     def gateway_report(self) -> GatewayReportView:
         """The serving version of the gateway report read model."""
         return self.serving.serving_view("gateway_report")  # type: ignore[return-value]
+
+    def async_reads(self) -> AsyncReadModels:
+        """Read models for the API's event loop; the API's lifespan opens and closes it."""
+        return AsyncReadModels(
+            self.database_url,
+            self.serving,
+            min_size=1,
+            max_size=self.settings.pool_size + self.settings.pool_max_overflow,
+        )
 
     def start_listener(self) -> None:
         self.listener.start()
@@ -126,6 +141,15 @@ class Services:
             interval_s=self.settings.reconcile_interval_s,
         )
         self._reconciler.start()
+        # Once a day, yesterday's calls are compared with the processor's own books.
+        self._books_reconciler = DailyBooksReconciliation.of(
+            self.ledger,
+            self.sandbox_book,
+            interval_s=self.settings.books_reconciliation_interval_s,
+            delay_s=self.settings.books_reconciliation_delay_s,
+        )
+        if self._books_reconciler is not None:
+            self._books_reconciler.start()
         return self._worker
 
     def readiness(self, timeout_s: float = 1.5) -> dict[str, Any]:
@@ -170,6 +194,8 @@ class Services:
             self._sweeper.stop()
         if self._reconciler is not None:
             self._reconciler.stop()
+        if self._books_reconciler is not None:
+            self._books_reconciler.stop()
         if self._worker is not None:
             # A job mid-run gets 5 s: shutdown stays within what systemd waits for.
             self._worker.stop(timeout=5_000)
@@ -195,19 +221,40 @@ def bootstrap_ledger(
     *,
     vault: Vault | None = None,
     gateway: PaymentGateway | None = None,
+    processors: dict[str, PaymentGateway] | None = None,
+    routing: RoutingConfig | None = None,
+    gateway_figures: GatewayFigures | None = None,
     fingerprint_secret: bytes = b"in-memory",
     now: Callable[[], datetime] | None = None,
 ) -> Ledger:
     """The Ledger application with its ports: the sandbox unless told otherwise, and in-memory
     persistence unless given an environment. Unit tests call this with fakes; ``bootstrap``
     calls it with PostgreSQL's environment.
+
+    ``gateway`` is the default processor (tenants without gateways, and routed gateways of its
+    processor name); ``processors`` adds adapters by processor name for routed gateways;
+    ``gateway_figures`` keeps the routing figures (in memory unless given).
     """
     return configured_by_env_only(Ledger)(
         env or IN_MEMORY_ENV,
         vault=vault or SandboxVault(),
         gateway=gateway or SandboxGateway(),
+        processors=processors,
+        routing=routing,
+        gateway_figures=gateway_figures or MemoryGatewayFigures(),
         fingerprint_secret=fingerprint_secret,
         **({"now": now} if now else {}),
+    )
+
+
+def routing_config(settings: Settings) -> RoutingConfig:
+    return RoutingConfig(
+        mode=settings.routing_mode,
+        hedging_share_bps=settings.routing_hedging_share_bps,
+        window_size=settings.routing_window_size,
+        cascade_depth=settings.cascade_depth,
+        breaker_sample_min=settings.breaker_sample_min,
+        breaker_approval_rate_bps_min=settings.breaker_approval_rate_bps_min,
     )
 
 
@@ -235,6 +282,7 @@ def bootstrap(
         env,
         vault=vault,
         gateway=gateway,
+        routing=routing_config(settings),
         fingerprint_secret=_secret(database_url, settings.db_schema, "idempotency_fingerprint"),
     )
     # The ledger's pool is shared by the read models and stores below: one budget of connections.
@@ -246,6 +294,10 @@ def bootstrap(
         book.create_tables()
         ledger.gateway = SandboxGateway(book)
     sandbox_book = ledger.gateway.book if isinstance(ledger.gateway, SandboxGateway) else None
+    # Routing figures of every gateway, shared by the processes through this database.
+    gateway_figures = PgGatewayFigures(datastore)
+    gateway_figures.create_tables()
+    ledger.gateway_figures = gateway_figures
 
     access = AccessStore(datastore)
     access.create_tables()

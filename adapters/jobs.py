@@ -18,11 +18,12 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import get_topic
@@ -64,6 +65,49 @@ def redis_broker(redis_url: str, namespace: str) -> RedisBroker:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
     )
     return RedisBroker(client=client, namespace=namespace)
+
+
+def enqueue_many(broker: dramatiq.Broker, messages: Sequence[dramatiq.Message[Any]]) -> None:
+    """Enqueue ``messages`` in one round trip to Redis (one pipeline) where the broker is Redis.
+
+    ``RedisBroker.enqueue`` runs its Lua script once per message, a round trip each; a paid
+    order dispatched per round trip cost the process ~12 % of its CPU under load. This is
+    ``RedisBroker.enqueue`` (without delay) with the script calls queued on a pipeline: the same
+    script, arguments and middleware hooks. Other brokers (the stub in tests) enqueue one by one.
+    """
+    if not isinstance(broker, RedisBroker):
+        for message in messages:
+            broker.enqueue(message)
+        return
+    if not messages:
+        return
+    dispatch = broker.scripts["dispatch"]
+    pipeline = broker.client.pipeline(transaction=False)
+    enqueued = []
+    for message in messages:
+        # A unique id per enqueue, as ``RedisBroker.enqueue`` gives (a message may be re-sent).
+        message = message.copy(options={"redis_message_id": str(uuid4())})
+        broker.emit_before("enqueue", message, None)
+        dispatch(
+            keys=[broker.namespace],
+            args=[
+                "enqueue",
+                current_millis(),
+                message.queue_name,
+                broker.broker_id,
+                broker.heartbeat_timeout,
+                broker.dead_message_ttl,
+                broker._should_do_maintenance("enqueue"),
+                broker._max_unpack_size(),
+                message.options["redis_message_id"],
+                message.encode(),
+            ],
+            client=pipeline,
+        )
+        enqueued.append(message)
+    pipeline.execute()
+    for message in enqueued:
+        broker.emit_after("enqueue", message, None)
 
 
 @dataclass
@@ -137,6 +181,14 @@ class Jobs:
             },
         )
 
+    def send_order_confirmations(self, order_ids: Iterable[UUID]) -> int:
+        """Enqueue one ``send_order_confirmation`` per order, all in one round trip to Redis."""
+        messages = [self.send_order_confirmation.message(str(order_id)) for order_id in order_ids]
+        enqueue_many(self.broker, messages)
+        if messages:
+            JOBS_ENQUEUED.labels("send_order_confirmation").inc(len(messages))
+        return len(messages)
+
     def _send_order_confirmation(self, order_id: str) -> None:
         order = self.ledger.find_order(UUID(order_id))
         customer = self.ledger.get_customer(order.tenant_id, order.customer_id)
@@ -178,10 +230,10 @@ class PaidOrderDispatcher(BatchProjection[DispatchView]):
     def process_batch(
         self, events: Sequence[Any], tracking: Tracking, parked: Sequence[Parked] = ()
     ) -> None:
-        for event in events:
-            if event.status == OrderStatus.PAID.value:
-                self.jobs.send_order_confirmation.send(str(event.originator_id))
-                JOBS_ENQUEUED.labels("send_order_confirmation").inc()
+        # One pipeline per batch; the position commits only after Redis has every message.
+        self.jobs.send_order_confirmations(
+            event.originator_id for event in events if event.status == OrderStatus.PAID.value
+        )
         self.view.commit_batch(None, tracking, parked)
 
 
@@ -241,9 +293,7 @@ class ConfirmationSweeper:
     def sweep(self) -> int:
         """Enqueue every unconfirmed order once; returns how many were enqueued."""
         order_ids = self.unconfirmed()
-        for order_id in order_ids:
-            self.jobs.send_order_confirmation.send(str(order_id))
-            JOBS_ENQUEUED.labels("send_order_confirmation").inc()
+        self.jobs.send_order_confirmations(order_ids)
         if order_ids:
             logger.warning("re-enqueued %d missing order confirmations", len(order_ids))
         return len(order_ids)

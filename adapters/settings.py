@@ -58,11 +58,47 @@ class Settings(BaseSettings):
         description="An attempt is reconciled once this old (at least the claim lease: by then "
         "no request can still be running for it)",
     )
+    books_reconciliation_interval_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How often the worker checks whether yesterday's reconciliation with the "
+        "processor's books is due",
+    )
+    books_reconciliation_delay_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=43_200,
+        description="How long after UTC midnight the previous day is reconciled (the processor's "
+        "books of the day are complete by then)",
+    )
     sweep_interval_s: float = Field(
         default=30.0, gt=0, description="How often the worker looks for lost confirmation jobs"
     )
     sweep_grace_s: float = Field(
         default=60.0, ge=0, description="How long a paid order may wait for its confirmation"
+    )
+    routing_mode: Literal["static", "adaptive"] = Field(
+        default="static",
+        description="static: weighted draw among eligible gateways; adaptive: best success "
+        "rate per currency and brand, with a hedging share to the others",
+    )
+    routing_hedging_share_bps: int = Field(
+        default=1000, ge=0, le=10_000, description="Adaptive mode: share sent to non-best gateways"
+    )
+    routing_window_size: int = Field(
+        default=50, ge=1, le=500, description="Recent outcomes per gateway that routing scores"
+    )
+    cascade_depth: int = Field(
+        default=3, ge=1, le=10, description="Attempts per order payment, cascades included"
+    )
+    breaker_sample_min: int = Field(
+        default=20, ge=1, le=500, description="Outcomes needed before a breaker may trip"
+    )
+    breaker_approval_rate_bps_min: int = Field(
+        default=2000,
+        ge=0,
+        le=10_000,
+        description="A gateway whose recent approval rate falls below this is tripped",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the log file (and of stderr with the json format)"

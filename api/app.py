@@ -19,7 +19,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.metrics import HTTP_REQUESTS
 from api.errors import error_response, install_error_handlers
-from api.routers import api_keys, customers, health, orders, reports, sandbox, tenants
+from api.routers import (
+    api_keys,
+    customers,
+    disputes,
+    gateways,
+    health,
+    orders,
+    reports,
+    sandbox,
+    tenants,
+)
 from api.schemas import ErrorOut, OrjsonResponse
 
 REQUEST_BODY_SIZE_MAX_BYTES = 1024 * 1024
@@ -57,24 +67,31 @@ _WAITING_READ_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(services: Any = None) -> FastAPI:
-    """Build the API. With ``services`` (tests), the caller starts and closes them."""
+def create_app(services: Any = None, *, api_only: bool = False) -> FastAPI:
+    """Build the API. With ``services`` (tests), the caller starts and closes them.
+
+    ``api_only`` (the API processes of ``ledger serve``): the lifespan starts the listener only;
+    the projection runners and the job worker run in processes of their own.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
-            yield
+            async with _async_reads(app, services):
+                yield
             return
         from adapters.bootstrap import bootstrap
 
         built = bootstrap()
         try:
             built.start_listener()
-            built.start_runners()
-            built.start_worker()
+            if not api_only:
+                built.start_runners()
+                built.start_worker()
             app.state.services = built
-            yield
+            async with _async_reads(app, built):
+                yield
         finally:
             built.close()
 
@@ -99,10 +116,29 @@ def create_app(services: Any = None) -> FastAPI:
     app.include_router(api_keys.router)
     app.include_router(customers.router)
     app.include_router(orders.router)
+    app.include_router(disputes.router)
     app.include_router(sandbox.router)
     app.include_router(reports.router)
+    app.include_router(gateways.router)
     document_route_statuses(app)
     return app
+
+
+@asynccontextmanager
+async def _async_reads(app: FastAPI, services: Any) -> AsyncIterator[None]:
+    """The read routes' async pool, open on this app's event loop while it serves."""
+    factory = getattr(services, "async_reads", None)
+    if factory is None:  # services without one (fakes): the routes read through the views
+        yield
+        return
+    reads = factory()
+    await reads.open()
+    app.state.async_reads = reads
+    try:
+        yield
+    finally:
+        app.state.async_reads = None
+        await reads.close()
 
 
 def document_route_statuses(app: FastAPI) -> None:

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from adapters.bootstrap import EmbeddedServers, Services, bootstrap, start_embed
 from adapters.logs import LOG_FILE, configure_logging
 from adapters.projection_runner import ProjectionRunner
 from adapters.settings import Settings
+from api.supervisor import ChildProcess, Supervisor, parent_gone, supervisor_pid_of
 from application.demo import load_demo
 from domain.errors import DomainError
 
@@ -50,8 +52,15 @@ ADMIN_KEY_FILE = "admin-api-key"
 # How long uvicorn lets open connections finish once asked to stop; the services close after.
 API_SHUTDOWN_TIMEOUT_S = 3
 # How long ``serve --workers`` waits for its workers to close their services (the job worker may
-# take 5 s to finish a job) before killing them.
+# take 5 s to finish a job) before killing them; the same for the runners' and the job worker's
+# processes.
 WORKER_STOP_TIMEOUT_S = 7
+# Set by ``serve`` for its API processes (``--workers N``): serve requests only, the runners and
+# the job worker run in processes of their own.
+API_ONLY_ENV = "LEDGER_SERVE_API_ONLY"
+# How often ``ledger project`` / ``ledger worker`` look whether the ``serve`` that started them
+# is still there.
+PARENT_CHECK_INTERVAL_S = 1.0
 
 
 def _progress(disable: bool = False) -> Progress:
@@ -65,11 +74,38 @@ def _progress(disable: bool = False) -> Progress:
     )
 
 
-def _wait_for_signal() -> None:
+def _stop_requested() -> threading.Event:
+    """An event that SIGTERM and SIGINT set (from now on)."""
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    return stop
+
+
+def _on_stop_signal() -> threading.Event | None:
+    """How ``ledger project`` / ``ledger worker`` take a stop signal while they start.
+
+    Run by a person: SIGTERM as Ctrl-C, at once (``_interrupt``); returns None. Run by
+    ``ledger serve``: the signal only sets the returned event, which the command checks once
+    started. A KeyboardInterrupt raised anywhere in start-up (a pool's thread, a ``__del__``)
+    could print a traceback, and the supervisor kills a child that does not stop in time anyway.
+    """
+    if supervisor_pid_of(os.environ) is None:
+        signal.signal(signal.SIGTERM, _interrupt)
+        return None
+    return _stop_requested()
+
+
+def _wait_for_signal(stop: threading.Event | None = None) -> None:
+    """Until SIGTERM or SIGINT (or ``stop`` is set), or, in a child of ``ledger serve``, until
+    that parent is gone (a SIGKILLed parent cannot stop its children; they must not work on as
+    orphans)."""
+    stop = stop or _stop_requested()
+    supervisor_pid = supervisor_pid_of(os.environ)
+    while not stop.wait(PARENT_CHECK_INTERVAL_S):
+        if parent_gone(supervisor_pid):
+            logger.warning("ledger serve (pid %s) is gone; stopping", supervisor_pid)
+            return
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -89,7 +125,19 @@ def _ignore_stop_signals() -> None:
 class _ApiServer(uvicorn.Server):
     """uvicorn's server, minus one behaviour: after a signal-initiated shutdown uvicorn raises the
     signal again, so that the default handler kills the process, which would skip closing the
-    runners, the worker and the embedded services. Here ``run()`` simply returns."""
+    runners, the worker and the embedded services. Here ``run()`` simply returns.
+
+    ``on_exit`` is called at the stop signal, so the child processes stop while the API drains.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_exit: Any = None) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        if self.on_exit is not None:
+            self.on_exit()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -169,19 +217,29 @@ def serve(
         typer.Option(
             min=1,
             max=64,
-            help="API processes; each also runs the job worker, and the projection runners run "
-            "once across them (one holds each projection's lock, the others stand by)",
+            help="API processes (the projection runners and the job worker run once, in "
+            "processes of their own)",
         ),
     ] = 1,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="Run the projection runners and the job worker as threads of each API process "
+            "instead of child processes (one process; they then share its CPU)",
+        ),
+    ] = False,
 ) -> None:
     """API + projection runners + job worker (embedded services if no URLs).
 
-    SIGTERM or Ctrl-C, at any moment, stops the API, the runners, the worker and the embedded
-    PostgreSQL and Redis.
+    The runners (``ledger project``) and the job worker (``ledger worker``) run in child
+    processes, restarted if they die; the API processes only serve requests. SIGTERM or Ctrl-C,
+    at any moment, stops the API, the children and then the embedded PostgreSQL and Redis.
     """
     signal.signal(signal.SIGTERM, _interrupt)
     services: Services | None = None
     embedded: EmbeddedServers | None = None
+    supervisor: Supervisor | None = None
     try:
         embedded = start_embedded(Settings())
         settings = embedded.settings
@@ -204,27 +262,53 @@ def serve(
             "access_log": settings.access_log,
             "timeout_graceful_shutdown": API_SHUTDOWN_TIMEOUT_S,
         }
-        if workers == 1:
-            services.start_listener()
-            services.start_runners()
-            services.start_worker()
-            _ApiServer(uvicorn.Config(_app_of(services), **options)).run()
-            return
-        # The workers bootstrap themselves (tables and keys exist by now) from these URLs.
-        services.close()
-        services = None
+        # Children and API workers bootstrap themselves (tables and keys exist by now) from these.
         os.environ["LEDGER_DATABASE_URL"] = settings.database_url or ""
         os.environ["LEDGER_REDIS_URL"] = settings.redis_url or ""
+        if not in_process:
+            supervisor = _start_children(os.environ)
+        if workers == 1:
+            services.start_listener()  # positions (read-your-writes) and API key changes
+            if in_process:
+                services.start_runners()
+                services.start_worker()
+            on_exit = supervisor.begin_stop if supervisor is not None else None
+            _ApiServer(uvicorn.Config(_app_of(services), **options), on_exit=on_exit).run()
+            return
+        services.close()
+        services = None
+        if not in_process:
+            os.environ[API_ONLY_ENV] = "1"
         config = uvicorn.Config("api.cli:worker_app", factory=True, workers=workers, **options)
-        _ApiWorkers(config, sockets=[config.bind_socket()]).run()
+        _ApiWorkers(config, sockets=[config.bind_socket()], supervisor=supervisor).run()
     except KeyboardInterrupt:
         pass  # a stop signal during start-up
     finally:
         _ignore_stop_signals()
+        if supervisor is not None:
+            supervisor.stop(WORKER_STOP_TIMEOUT_S)
         if services is not None:
             services.close()
         if embedded is not None:
             embedded.stop()
+
+
+def _ledger_argv(*arguments: str) -> list[str]:
+    """This interpreter running the ``ledger`` command (whatever its script is called)."""
+    return [sys.executable, "-m", "api.cli", *arguments]
+
+
+def _start_children(env: Any) -> Supervisor:
+    """The projection runners and the job worker, each in a supervised child process."""
+    supervisor = Supervisor(
+        [
+            ChildProcess("projection runners", _ledger_argv("project")),
+            ChildProcess("job worker", _ledger_argv("worker")),
+        ],
+        env,
+    )
+    supervisor.start()
+    return supervisor
 
 
 def _app_of(services: Services) -> Any:
@@ -242,13 +326,23 @@ def worker_app() -> Any:
     configure_logging(
         data_dir=settings.data_dir, level=settings.log_level, format=settings.log_format
     )
-    return create_app()
+    return create_app(api_only=os.environ.get(API_ONLY_ENV) == "1")
 
 
 class _ApiWorkers(Multiprocess):
     """uvicorn's supervisor of worker processes, with a bounded wait for them to stop: a worker
     still running after ``WORKER_STOP_TIMEOUT_S`` is killed, so the parent stops the embedded
-    servers in time."""
+    servers in time. The runners' and job worker's processes are told to stop at the same
+    moment as the API workers."""
+
+    def __init__(self, config: uvicorn.Config, sockets: Any, supervisor: Supervisor | None):
+        super().__init__(config, sockets)
+        self.supervisor = supervisor
+
+    def terminate_all(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.begin_stop()
+        super().terminate_all()
 
     def join_all(self) -> None:
         deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
@@ -263,12 +357,14 @@ class _ApiWorkers(Multiprocess):
 @app.command()
 def worker(threads: Annotated[int | None, typer.Option(help="Worker threads")] = None) -> None:
     """The dramatiq worker (jobs) against Redis."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop = _on_stop_signal()
     services = bootstrap()
     try:
+        if stop is not None and stop.is_set():
+            return
         services.start_worker(threads)
-        console.print("worker running; Ctrl-C to stop")
-        _wait_for_signal()
+        _say(services.settings, "worker running; Ctrl-C to stop")
+        _wait_for_signal(stop)
     finally:
         services.close()
 
@@ -278,7 +374,7 @@ def project(
     names: Annotated[list[str] | None, typer.Argument(help="Projections to run")] = None,
 ) -> None:
     """Projection runners only (all of them unless names are given)."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop = _on_stop_signal()
     services = bootstrap()
     try:
         unknown = set(names or ()) - set(services.runners)
@@ -286,10 +382,12 @@ def project(
             raise typer.BadParameter(
                 f"unknown projections {sorted(unknown)}; known: {sorted(services.runners)}"
             )
+        if stop is not None and stop.is_set():
+            return
         services.start_listener()
         services.start_runners(names)
-        console.print(f"running {', '.join(names or services.runners)}; Ctrl-C to stop")
-        _wait_for_signal()
+        _say(services.settings, f"running {', '.join(names or services.runners)}; Ctrl-C to stop")
+        _wait_for_signal(stop)
     finally:
         services.close()
 
@@ -431,3 +529,7 @@ def main() -> None:
         data_dir=settings.data_dir, level=settings.log_level, format=settings.log_format
     )
     app()
+
+
+if __name__ == "__main__":  # ``python -m api.cli``: how ``serve`` starts its children
+    main()

@@ -8,10 +8,14 @@ adapters that build them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Protocol
+from uuid import UUID
 
 from fastapi import Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
@@ -37,6 +41,26 @@ class PositionWaiter(Protocol):
     def refresh(self, view: BatchView) -> int: ...
 
     async def wait_async(self, view: BatchView, position: int, timeout_s: float) -> bool: ...
+
+
+class AsyncReads(Protocol):
+    """The hot reads on the event loop (``adapters.async_reads.AsyncReadModels``)."""
+
+    def usable(self) -> bool: ...
+
+    async def order(self, tenant_id: str, order_id: UUID) -> dict[str, Any] | None: ...
+
+    async def orders(
+        self,
+        tenant_id: str,
+        *,
+        customer_id: UUID | None = None,
+        status: str | None = None,
+        after: tuple[datetime, UUID] | None = None,
+        limit: int = 20,
+    ) -> list[dict[str, Any]]: ...
+
+    async def customer(self, tenant_id: str, customer_id: UUID) -> dict[str, Any] | None: ...
 
 
 class LedgerServices(Protocol):
@@ -65,12 +89,42 @@ async def get_services(request: Request) -> LedgerServices:
 
 ServicesDep = Annotated[LedgerServices, Depends(get_services)]
 
+
+def async_reads(request: Request) -> AsyncReads | None:
+    """The app's async read models if they serve this event loop, else None (then read through
+    the blocking views in a worker thread: a test client without a lifespan, fakes)."""
+    reads: AsyncReads | None = getattr(request.app.state, "async_reads", None)
+    return reads if reads is not None and reads.usable() else None
+
+
+class JsonBytesResponse(JSONResponse):
+    """JSON already rendered to bytes, sent as is. As a route's ``response_class`` (a
+    ``JSONResponse``) it keeps the ``response_model``'s schema in the OpenAPI document."""
+
+    def render(self, content: Any) -> bytes:
+        assert isinstance(content, bytes), "render with json_response()"
+        return content
+
+
+def json_response(model: type[BaseModel], content: Any) -> Response:
+    """``content`` validated and serialised by ``model`` to JSON bytes, as FastAPI would for a
+    route's ``response_model``, without its generic encoding pass (the route returns this
+    ``Response``, which FastAPI sends as is; the decorator's ``response_model`` documents it)."""
+    body = model.__pydantic_serializer__.to_json(model.model_validate(content))
+    return JsonBytesResponse(content=body)
+
+
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 
 
-async def authenticate(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+# Each principal dependency below authenticates by itself (a plain call, not a sub-dependency):
+# FastAPI solves every dependency of a request in Python, a measurable share of a read's time.
+
+
+async def _principal_of(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     """The principal behind the bearer key; 401 without a key or with an unknown one.
 
@@ -84,35 +138,45 @@ async def authenticate(
             "unauthenticated",
             "send an API key as 'Authorization: Bearer <key>'",
         )
-    known, principal = services.access.authenticate_cached(credentials.credentials)
+    access = request.app.state.services.access
+    known, principal = access.authenticate_cached(credentials.credentials)
     if not known:
-        principal = await run_in_threadpool(services.access.authenticate, credentials.credentials)
+        principal = await run_in_threadpool(access.authenticate, credentials.credentials)
     if principal is None:
         raise ApiError(401, "authentication_error", "invalid_api_key", "the API key is not valid")
     return principal
 
 
-async def command_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def authenticate(request: Request, credentials: Credentials) -> Principal:
+    """The principal behind the bearer key, whatever its role; 401 as ``_principal_of``."""
+    return await _principal_of(request, credentials)
+
+
+async def command_principal(request: Request, credentials: Credentials) -> Principal:
     """A principal whose role may change this tenant's data. Raises ``PermissionDenied``."""
+    principal = await _principal_of(request, credentials)
     principal.require(COMMAND_ROLES)
     return principal
 
 
-async def read_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def read_principal(request: Request, credentials: Credentials) -> Principal:
     """A principal whose role may read this tenant's data. Raises ``PermissionDenied``."""
+    principal = await _principal_of(request, credentials)
     principal.require(READ_ROLES)
     return principal
 
 
-async def platform_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def platform_principal(request: Request, credentials: Credentials) -> Principal:
     """A platform principal, the only kind that manages tenants. Raises ``PermissionDenied``."""
+    principal = await _principal_of(request, credentials)
     if principal.role != "platform":
         raise PermissionDenied("only a platform key may manage tenants")
     return principal
 
 
-async def admin_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def admin_principal(request: Request, credentials: Credentials) -> Principal:
     """An admin of a tenant. Raises ``PermissionDenied``."""
+    principal = await _principal_of(request, credentials)
     principal.require(frozenset({"admin"}))
     return principal
 
@@ -197,6 +261,25 @@ def _read_at_min_position(view_of: Callable[[LedgerServices], BatchView]) -> Any
 
     return wait
 
+
+def _reader_at_min_position(view_of: Callable[[LedgerServices], BatchView]) -> Any:
+    async def reader(
+        request: Request, credentials: Credentials, min_position: MinPosition = None
+    ) -> Principal:
+        """A reading principal, once the read model has applied ``min_position`` (checked
+        after authentication, so an unknown caller never waits)."""
+        principal = await _principal_of(request, credentials)
+        principal.require(READ_ROLES)
+        services = request.app.state.services
+        await wait_for_position(services, view_of(services), min_position)
+        return principal
+
+    return reader
+
+
+# The hot reads' one dependency: authentication, role and ``?min_position=`` together.
+OrdersReader = Annotated[Principal, Depends(_reader_at_min_position(lambda s: s.orders))]
+CustomersReader = Annotated[Principal, Depends(_reader_at_min_position(lambda s: s.customers))]
 
 # Route parameters that apply ``?min_position=`` to a read model before the (sync) route body.
 OrdersAtMinPosition = Annotated[None, Depends(_read_at_min_position(lambda s: s.orders))]

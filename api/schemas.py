@@ -21,7 +21,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from domain.countries import COUNTRY_CODES
 from domain.money import AMOUNT_MINOR_MAX, CURRENCY_EXPONENTS
-from domain.order import LINES_MAX, QUANTITY_MAX, SKU_LENGTH_MAX, OrderStatus
+from domain.order import (
+    LINES_MAX,
+    QUANTITY_MAX,
+    REASON_CODE_LENGTH_MAX,
+    SKU_LENGTH_MAX,
+    OrderStatus,
+)
 
 
 class OrjsonResponse(JSONResponse):
@@ -173,6 +179,41 @@ class CancelRequest(Request):
     reason: ShortText | None = None
 
 
+class ChargebackCreate(Request):
+    """A chargeback of a paid or partially refunded order (409 `order_not_disputable`
+    otherwise); open and lost chargebacks with refunds never exceed the captured amount (409
+    `chargeback_exceeds_captured`)."""
+
+    amount_minor: PositiveAmountMinor
+    reason_code: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=REASON_CODE_LENGTH_MAX,
+            pattern=_VISIBLE,
+            examples=["10.4"],
+            description="The card network's reason code (Visa `10.4`, Mastercard `4837`, …)",
+        ),
+    ]
+
+
+class ChargebackResolve(Request):
+    outcome: Literal["won", "lost"] = Field(
+        description="`won`: the money comes back; `lost`: it is debited like a refund"
+    )
+
+
+class UpsellCreate(Request):
+    """A one-click upsell of a paid order (409 `parent_order_not_paid` otherwise), in its
+    currency, for its customer; purchased at once."""
+
+    lines: Annotated[list[OrderLineIn], Field(min_length=1, max_length=LINES_MAX)]
+    payment_method_id: UUID | None = Field(
+        default=None,
+        description="A card of the parent order's customer; default: the card that paid it",
+    )
+
+
 # Responses ---------------------------------------------------------------------------------------
 
 
@@ -232,12 +273,22 @@ class PaymentAttemptOut(BaseModel):
     decline_code: str | None
 
 
+class ChargebackOut(BaseModel):
+    id: UUID
+    amount_minor: int
+    reason_code: str
+    status: Literal["open", "won", "lost"]
+
+
 class PaymentOut(BaseModel):
     outcome: str
     decline_code: str | None
     attempts: int
     history: list[PaymentAttemptOut] = Field(
         default_factory=list, description="Every payment attempt of the order, oldest first"
+    )
+    chargebacks: list[ChargebackOut] = Field(
+        default_factory=list, description="Chargebacks of the order, in the order opened"
     )
 
 
@@ -250,6 +301,10 @@ class OrderOut(BaseModel):
     total_minor: int
     captured_minor: int
     refunded_minor: int
+    charged_back_minor: int = Field(default=0, description="Money lost to chargebacks")
+    parent_order_id: UUID | None = Field(
+        default=None, description="The order a one-click upsell follows"
+    )
     lines: list[OrderLineOut]
     placed_at: datetime
     payment: PaymentOut | None
@@ -339,7 +394,8 @@ class SalesTotalsOut(BaseModel):
     gross_minor: int = Field(description="Money captured, on the UTC day of each capture")
     refunds_minor: int = Field(description="Money refunded, on the UTC day of each refund")
     chargebacks_minor: int = Field(
-        description="Money lost to chargebacks (0: none are recorded yet)"
+        description="Money taken back by chargebacks: counted on the UTC day a chargeback is "
+        "opened, reversed on the day it is won (a lost one stays counted)"
     )
     net_minor: int = Field(description="gross − refunds − chargebacks")
     order_count: int = Field(description="Orders whose first capture falls in the group")
@@ -369,7 +425,32 @@ class SalesReportOut(BaseModel):
 class GatewayVolumeOut(BaseModel):
     captured_minor: int
     refunded_minor: int
-    chargebacks_minor: int = Field(description="0: no chargebacks are recorded yet")
+    chargebacks_minor: int = Field(
+        description="Money of chargebacks opened, reversed on the day one is won"
+    )
+
+
+RatioBand = Literal["ok", "warning", "excessive"]
+
+
+class VisaRatioOut(BaseModel):
+    disputes: int = Field(description="Chargebacks opened in the month")
+    transactions: int = Field(description="Captures (settled transactions) in the month")
+    ratio_bps: int | None = Field(description="None: disputes without transactions")
+    band: RatioBand = Field(description="ok < 65 bps ≤ warning < 100 bps ≤ excessive")
+
+
+class MastercardRatioOut(BaseModel):
+    chargebacks: int = Field(description="Chargebacks opened in the month")
+    previous_month_transactions: int = Field(description="Captures in the previous month")
+    ratio_bps: int | None = Field(description="None: chargebacks without transactions")
+    band: RatioBand = Field(description="ok < 100 bps ≤ warning < 150 bps ≤ excessive")
+
+
+class SchemeRatiosOut(BaseModel):
+    month: str = Field(description="YYYY-MM: the month of `to`, up to and including `to`")
+    visa: VisaRatioOut
+    mastercard: MastercardRatioOut
 
 
 class GatewayFiguresOut(BaseModel):
@@ -384,10 +465,12 @@ class GatewayFiguresOut(BaseModel):
     volume_by_currency: dict[str, GatewayVolumeOut] = Field(
         description="Money captured and refunded, each on its own UTC day"
     )
-    chargebacks: int = Field(description="0: no chargebacks are recorded yet")
+    captures: int = Field(description="Captures (settled transactions) in the period")
+    chargebacks: int = Field(description="Chargebacks opened in the period, whatever the outcome")
     chargeback_ratio_bps: int = Field(
-        description="chargebacks × 10,000 ÷ approvals, rounded down (0 until chargebacks exist)"
+        description="chargebacks × 10,000 ÷ approvals of the period, rounded down"
     )
+    scheme_ratios: SchemeRatiosOut
 
 
 class GatewayReportOut(BaseModel):
@@ -396,3 +479,82 @@ class GatewayReportOut(BaseModel):
     date_from: date = Field(alias="from")
     date_to: date = Field(alias="to")
     data: list[GatewayFiguresOut] = Field(description="By gateway, then brand")
+
+
+ReconciliationClassName = Literal[
+    "matched", "missing_ours", "missing_processor", "amount_mismatch", "state_mismatch"
+]
+CallKind = Literal["purchase", "authorize", "capture", "void", "refund"]
+
+
+def _iso_day(value: Any) -> Any:
+    """Only ``YYYY-MM-DD``: pydantic alone would also take a number or a midnight datetime."""
+    if not isinstance(value, str) or len(value) != 10:
+        raise ValueError("a date is written YYYY-MM-DD")
+    return value
+
+
+class ReconciliationRun(Request):
+    day: Annotated[date, BeforeValidator(_iso_day)] = Field(
+        alias="date", description="The UTC day to reconcile (YYYY-MM-DD)"
+    )
+
+
+class ReconciliationCountsOut(BaseModel):
+    matched: int
+    missing_ours: int = Field(
+        description="The processor has a transaction we have no record of, or only an unknown "
+        "or still requested outcome for"
+    )
+    missing_processor: int = Field(description="We have a call the processor has no record of")
+    amount_mismatch: int = Field(description="Both have it, for other amounts or currencies")
+    state_mismatch: int = Field(description="Both have it, with other outcomes or kinds")
+
+
+class ReconciliationOursOut(BaseModel):
+    kind: CallKind
+    state: Literal["requested", "unknown", "succeeded", "declined"]
+    amount_minor: int = Field(description="0 for a void")
+    currency: str
+    requested_at: datetime
+
+
+class ReconciliationTheirsOut(BaseModel):
+    transaction_id: str
+    account_id: str = Field(description="The processor's merchant account")
+    kind: str = Field(description="purchase, authorize, capture, void or refund")
+    state: Literal["succeeded", "declined", "pending"]
+    amount_minor: int
+    currency: str
+    created_at: datetime
+
+
+class ReconciliationItemOut(BaseModel):
+    classification: ReconciliationClassName
+    order_id: UUID | None = Field(description="Our order, or the processor's reference to one")
+    kind: str
+    attempt_id: UUID | None = Field(description="The payment attempt (purchase, authorize)")
+    call_id: UUID | None = Field(description="The capture, void or refund")
+    ours: ReconciliationOursOut | None = Field(description="What our events say; null: nothing")
+    theirs: ReconciliationTheirsOut | None = Field(
+        description="What the processor's books say; null: nothing"
+    )
+    settleable: bool = Field(
+        description="Our outcome is unknown and the processor's final: a run settles it by "
+        "repeating the call with its own key (nothing moves twice)"
+    )
+    resolution: str | None = Field(
+        description="After a run: what settling recorded (`succeeded`, `declined`, `resolved`, "
+        "`unknown`; `in_flight` when the call was too recent; `error`); null otherwise"
+    )
+
+
+class ReconciliationReportOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    day: date = Field(alias="date")
+    counts: ReconciliationCountsOut
+    items: list[ReconciliationItemOut] = Field(
+        description="Every item not matched (and the matched ones with `include_matched`): "
+        "our calls in the order requested, then the processor's transactions we have no call for"
+    )

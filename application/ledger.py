@@ -1,15 +1,17 @@
 """The Ledger application: one eventsourcing Application, one ordered log, every capability.
 
-The service layer is split by capability — ``customers``, ``orders``, ``payments`` — over the
-shared command plumbing of ``commands``. ``Ledger`` composes them; entrypoints hold one instance.
+The service layer is split by capability — ``customers``, ``gateways`` (merchant accounts),
+``payments`` (routed through the gateways), ``orders`` — over the shared command plumbing of
+``commands``. ``Ledger`` composes them; entrypoints hold one instance.
 """
 
 from __future__ import annotations
 
+from application.gateways import GatewayCommands
 from application.orders import OrderCommands
 
 
-class Ledger(OrderCommands):
-    """Customers, orders and payment attempts of every tenant, in one ordered log."""
+class Ledger(OrderCommands, GatewayCommands):
+    """Customers, gateways, orders and payment attempts of every tenant, in one ordered log."""
 
     name = "Ledger"

@@ -1,4 +1,5 @@
-"""Order commands: place (with an optional purchase), refund, cancel; and the order's one shape.
+"""Order commands: place (with an optional purchase), one-click upsells, refund, capture, void,
+cancel, chargebacks; and the order's one shape.
 
 ``render_order`` is the only place an order becomes a response body: commands call it with the
 aggregate's fields, the read model's routes with a row's. The same state therefore reads the
@@ -7,6 +8,7 @@ same through both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,8 +19,10 @@ from eventsourcing.application import AggregateNotFoundError
 from application.commands import CommandResult, Step
 from application.customers import CustomerCommands
 from application.payments import PaymentCommands
+from domain.customer import Customer
 from domain.errors import NotFound
-from domain.order import Order, OrderStatus, PaymentOutcome
+from domain.order import Order, OrderStatus, ParentOrderNotPaid, PaymentOutcome
+from domain.payment_attempt import AttemptStatus
 
 
 class OrderNotFound(NotFound):
@@ -58,6 +62,32 @@ class CancelOrder:
     reason: str | None
 
 
+@dataclass(frozen=True)
+class PlaceUpsell:
+    parent_order_id: UUID
+    lines: list[dict[str, Any]]
+    payment_method_id: UUID | None
+
+
+@dataclass(frozen=True)
+class OpenChargeback:
+    order_id: UUID
+    amount_minor: int
+    reason_code: str
+
+
+@dataclass(frozen=True)
+class ResolveChargeback:
+    order_id: UUID
+    chargeback_id: str
+    outcome: str
+
+
+# What ``prepare`` of an order placement builds: the customer, the new order, and the payment
+# to purchase its total with (None: no payment).
+Placement = tuple[Customer, Order, dict[str, Any] | None]
+
+
 def render_order(
     *,
     order_id: UUID | str,
@@ -74,8 +104,15 @@ def render_order(
     payment_outcome: str | None,
     decline_code: str | None,
     history: list[dict[str, Any]] | None = None,
+    charged_back_minor: int = 0,
+    chargebacks: list[dict[str, Any]] | None = None,
+    parent_order_id: UUID | str | None = None,
 ) -> dict[str, Any]:
-    """An order as the API shows it, from the aggregate or from a read-model row."""
+    """An order as the API shows it, from the aggregate or from a read-model row.
+
+    ``chargebacks``: each ``{id, amount_minor, reason_code, status}`` (open, won, lost), in
+    the order they were opened; ``charged_back_minor`` is the sum of the lost ones.
+    """
     payment = None
     if attempts:
         if payment_outcome is None:
@@ -90,6 +127,7 @@ def render_order(
             "decline_code": decline_code,
             "attempts": attempts,
             "history": history or [],
+            "chargebacks": chargebacks or [],
         }
     return {
         "id": str(order_id),
@@ -100,6 +138,8 @@ def render_order(
         "total_minor": total_minor,
         "captured_minor": captured_minor,
         "refunded_minor": refunded_minor,
+        "charged_back_minor": charged_back_minor,
+        "parent_order_id": None if parent_order_id is None else str(parent_order_id),
         "lines": lines,
         "placed_at": placed_at.isoformat(),
         "payment": payment,
@@ -122,6 +162,9 @@ def order_body(order: Order) -> dict[str, Any]:
         payment_outcome=order.payment_outcome,
         decline_code=order.decline_code,
         history=order.payment_history,
+        charged_back_minor=order.charged_back_minor,
+        chargebacks=list(order.chargebacks.values()),
+        parent_order_id=order.parent_order_id,
     )
 
 
@@ -149,9 +192,7 @@ class OrderCommands(CustomerCommands, PaymentCommands):
             customer_id=customer_id, currency=currency, lines=lines, payment=payment, source=source
         )
 
-        saved: list[Any] = []  # what prepare saved, for finish right after it
-
-        def prepare() -> Step:
+        def build() -> Placement:
             customer = self.get_customer(tenant_id, customer_id)
             order = Order.place(
                 tenant_id=tenant_id,
@@ -160,11 +201,78 @@ class OrderCommands(CustomerCommands, PaymentCommands):
                 lines=lines,
                 source=source,
             )
+            return customer, order, payment
+
+        return self._place(tenant_id, idempotency_key, command, build, payment is not None)
+
+    def place_upsell(
+        self,
+        *,
+        tenant_id: str,
+        parent_order_id: UUID,
+        lines: list[dict[str, Any]],
+        payment_method_id: UUID | None = None,
+        idempotency_key: str | None = None,
+    ) -> CommandResult:
+        """Place a one-click upsell: a new order of the parent order's customer, in its
+        currency, linked to it, purchased at once with the card that paid the parent (or
+        ``payment_method_id``, another card of that customer), exactly like ``place_order``.
+
+        Raises ``OrderNotFound``, ``ParentOrderNotPaid``, ``CustomerNotFound``,
+        ``PaymentMethodNotFound``, ``InvalidOrderLines``, ``InvalidAmount``,
+        ``IdempotencyKeyReused``, ``IdempotencyKeyInProgress``, ``GatewayOutcomeUnknown``.
+        """
+        command = PlaceUpsell(
+            parent_order_id=parent_order_id, lines=lines, payment_method_id=payment_method_id
+        )
+
+        def build() -> Placement:
+            parent = self.get_order(tenant_id, parent_order_id)
+            parent.require_upsell_parent()
+            customer = self.get_customer(tenant_id, parent.customer_id)
+            order = Order.place(
+                tenant_id=tenant_id,
+                customer_id=customer.id,
+                currency=parent.currency,
+                lines=lines,
+                source="upsell",
+                parent_order_id=parent.id,
+            )
+            method_id = payment_method_id or self._paying_method_id(parent)
+            return customer, order, {"payment_method_id": str(method_id), "mode": "purchase"}
+
+        return self._place(tenant_id, idempotency_key, command, build, True)
+
+    def _paying_method_id(self, order: Order) -> UUID:
+        """The payment method of the order's latest succeeded attempt. Raises
+        ``ParentOrderNotPaid`` if none succeeded (a capture recorded without an attempt)."""
+        for attempt in reversed(self.attempts(order)):
+            if attempt.status is AttemptStatus.SUCCEEDED:
+                return attempt.payment_method_id
+        raise ParentOrderNotPaid("the parent order has no card that paid it", param="order_id")
+
+    def _place(
+        self,
+        tenant_id: str,
+        idempotency_key: str | None,
+        command: Any,
+        build: Callable[[], Placement],
+        purchases: bool,
+    ) -> CommandResult:
+        """Save a new order, and with a payment its purchase intent; then call the gateway and
+        save the outcome (one machinery for orders and upsells: keys, in-progress, unknown)."""
+        saved: list[Any] = []  # what prepare saved, for finish right after it
+
+        def prepare() -> Step:
+            customer, order, payment = build()
             if payment is None:
                 return Step([order], order_body(order))
-            attempt = self.request_purchase(customer, order, payment)
+            # The attempt, then what routing records with it (the card's scheme usage).
+            attempt, *companions = self.purchase_intent(customer, order, payment)
             saved[:] = [customer, order, attempt]
-            return Step([order, attempt], order_body(order), {"attempt_id": str(attempt.id)})
+            return Step(
+                [order, attempt, *companions], order_body(order), {"attempt_id": str(attempt.id)}
+            )
 
         def finish(resume: dict[str, Any], first: bool) -> Step:
             order, aggregates, known = self.finish_purchase(
@@ -172,9 +280,7 @@ class OrderCommands(CustomerCommands, PaymentCommands):
             )
             return Step(aggregates, order_body(order), complete=known)
 
-        return self.run(
-            tenant_id, idempotency_key, command, prepare, None if payment is None else finish
-        )
+        return self.run(tenant_id, idempotency_key, command, prepare, finish if purchases else None)
 
     def refund_order(
         self,
@@ -296,6 +402,57 @@ class OrderCommands(CustomerCommands, PaymentCommands):
         def prepare() -> Step:
             order = self.get_order(tenant_id, order_id)
             order.cancel(reason=reason)
+            return Step([order], order_body(order))
+
+        return self.run(tenant_id, idempotency_key, command, prepare)
+
+    def open_chargeback(
+        self,
+        *,
+        tenant_id: str,
+        order_id: UUID,
+        amount_minor: int,
+        reason_code: str,
+        idempotency_key: str | None = None,
+    ) -> CommandResult:
+        """Record a chargeback opened by the card network (bookkeeping: no gateway call).
+
+        Raises ``OrderNotFound``, ``OrderNotDisputable``, ``ChargebackExceedsCaptured``,
+        ``InvalidAmount``, ``InvalidReasonCode``, ``ConcurrentModification``,
+        ``IdempotencyKeyReused``.
+        """
+        command = OpenChargeback(
+            order_id=order_id, amount_minor=amount_minor, reason_code=reason_code
+        )
+
+        def prepare() -> Step:
+            order = self.get_order(tenant_id, order_id)
+            order.open_chargeback(
+                chargeback_id=str(uuid4()), amount_minor=amount_minor, reason_code=reason_code
+            )
+            return Step([order], order_body(order))
+
+        return self.run(tenant_id, idempotency_key, command, prepare)
+
+    def resolve_chargeback(
+        self,
+        *,
+        tenant_id: str,
+        order_id: UUID,
+        chargeback_id: str,
+        outcome: str,
+        idempotency_key: str | None = None,
+    ) -> CommandResult:
+        """Record the network's decision on a chargeback: ``won`` or ``lost``.
+
+        Raises ``OrderNotFound``, ``ChargebackNotFound``, ``ChargebackAlreadyResolved``,
+        ``InvalidChargebackOutcome``, ``ConcurrentModification``, ``IdempotencyKeyReused``.
+        """
+        command = ResolveChargeback(order_id=order_id, chargeback_id=chargeback_id, outcome=outcome)
+
+        def prepare() -> Step:
+            order = self.get_order(tenant_id, order_id)
+            order.resolve_chargeback(chargeback_id=chargeback_id, outcome=outcome)
             return Step([order], order_body(order))
 
         return self.run(tenant_id, idempotency_key, command, prepare)

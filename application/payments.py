@@ -5,21 +5,43 @@ Every call to the gateway follows one pattern. The intent (``PaymentAttempt.Requ
 with the intent's id as its idempotency key; the outcome is saved after. A call that raises is
 recorded as an unknown outcome — never as a decline, never as nothing — and a later call with the
 same key learns the real outcome without moving money twice.
+
+Routing: a tenant with no gateway keeps the default processor (``self.gateway``, its books keyed
+by the tenant). A tenant with gateways has each purchase routed by ``domain.routing.route``; the
+attempt records the gateway, its processor adapter (``processors`` maps names to adapters), the
+account at the processor (its books) and the decision. On a *soft* decline with another
+candidate left and fewer than ``routing.cascade_depth`` attempts made, the decline, the
+``CascadedTo`` link and the next attempt's intent are saved in one transaction before the next
+gateway is called; a retry of the command follows the links to the latest attempt, so a crash
+mid-cascade neither charges a finished attempt again nor skips one. Each routed outcome is
+counted in the gateway's figures (``GatewayFigures``, once per attempt) as soon as it is known,
+and a collapsed approval rate trips the gateway's breaker in the save of the outcome.
+Routed attempts count against the card scheme's retry limits (``CardUsage``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from application.commands import OUTCOME_SAVE_ATTEMPTS, ConcurrentModification, LedgerBase
-from application.ports import GatewayOutcome
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+from eventsourcing.utils import EnvType
+
+from application.commands import OUTCOME_SAVE_ATTEMPTS, ConcurrentModification
+from application.gateways import OUTCOMES_READ, GatewayCommands, GatewayFigures, month_of
+from application.ports import GatewayOutcome, PaymentGateway
+from domain.card_usage import CardAttemptLimitReached, CardUsage, token_digest
 from domain.customer import Customer
 from domain.errors import DomainError, InvalidInput
+from domain.gateway import Gateway
 from domain.money import InvalidAmount
 from domain.order import Order
 from domain.payment_attempt import AttemptStatus, PaymentAttempt
+from domain.routing import GatewayHealth, PaymentFacts, RoutingConfig, breaker_verdict, route
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +62,48 @@ class RefundDeclined(DomainError):
     code = "refund_declined"
 
 
-class PaymentCommands(LedgerBase):
+class NoEligibleGateway(InvalidInput):
+    """None of the tenant's gateways may take this payment (currency, brand, caps, health)."""
+
+    code = "no_eligible_gateway"
+
+
+class PaymentCommands(GatewayCommands):
     """The gateway half of order commands; ``orders`` decides what to move, this moves it."""
+
+    def __init__(
+        self,
+        env: EnvType | None = None,
+        *,
+        processors: Mapping[str, PaymentGateway] | None = None,
+        routing: RoutingConfig | None = None,
+        gateway_figures: GatewayFigures | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(env, **kwargs)
+        # Processor adapters by name besides the default ``gateway`` (which serves its own name).
+        self.processors: dict[str, PaymentGateway] = dict(processors or {})
+        self.routing = routing or RoutingConfig()
+        # Needed by routed payments only (``bootstrap_ledger`` always gives one).
+        self.gateway_figures = gateway_figures
 
     def request_purchase(
         self, customer: Customer, order: Order, payment: dict[str, Any]
     ) -> PaymentAttempt:
-        """Record the intent to purchase the order's total with a card on file.
+        """The attempt of ``purchase_intent`` (prefer that: it also returns what to save)."""
+        attempt = self.purchase_intent(customer, order, payment)[0]
+        assert isinstance(attempt, PaymentAttempt)
+        return attempt
+
+    def purchase_intent(
+        self, customer: Customer, order: Order, payment: dict[str, Any]
+    ) -> list[Aggregate]:
+        """Record the intent to purchase the order's total with a card on file; returns the
+        attempt first, then the other aggregates to save with the order.
 
         Raises ``UnsupportedPaymentMode``, ``InvalidAmount``, ``PaymentMethodNotFound``,
-        ``OrderNotPayable``, ``PaymentInProgress``.
+        ``OrderNotPayable``, ``PaymentInProgress``, ``NoEligibleGateway``,
+        ``CardAttemptLimitReached``.
         """
         mode = payment.get("mode", "purchase")
         if mode not in ("purchase", "authorize"):
@@ -61,6 +115,11 @@ class PaymentCommands(LedgerBase):
                 "an order paid at once needs a total above zero; omit payment", param="payment"
             )
         method = customer.payment_method(payment.get("payment_method_id", ""))
+        gateways = self.tenant_gateways(order.tenant_id)
+        if gateways:
+            routed = self._routed_intent(customer, order, method, mode, gateways, None)
+            assert routed is not None  # a first attempt raises instead
+            return routed
         attempt = PaymentAttempt(
             tenant_id=order.tenant_id,
             order_id=order.id,
@@ -76,38 +135,153 @@ class PaymentCommands(LedgerBase):
             gateway=self.gateway.name,
             amount_minor=order.total_minor,
         )
-        return attempt
+        return [attempt]
+
+    def _routed_intent(
+        self,
+        customer: Customer,
+        order: Order,
+        method: dict[str, Any],
+        kind: str,
+        gateways: list[Gateway],
+        previous: PaymentAttempt | None,
+    ) -> list[Aggregate] | None:
+        """The next routed attempt (the first, or the one a soft decline cascades to) with its
+        card usage; None when a cascade has no candidate left or the card's limit is reached.
+
+        Raises (first attempts only) ``NoEligibleGateway``, ``CardAttemptLimitReached``.
+        """
+        facts = PaymentFacts(
+            currency=order.currency,
+            brand=method["brand"],
+            bin=method["bin"],
+            country=customer.country,
+            amount_minor=order.total_minor,
+        )
+        attempted: list[str] = []
+        if previous is not None and previous.routing is not None:
+            attempted = [*previous.routing.get("attempted_before", []), str(previous.gateway_id)]
+        # Deterministic per order and attempt, recorded in the decision: replays choose the same.
+        digest = hashlib.sha256(f"{order.id}:{len(order.attempt_ids)}".encode()).digest()
+        decision = route(
+            [gateway.snapshot() for gateway in gateways],
+            facts,
+            self._health(gateways),
+            seed=int.from_bytes(digest[:8], "big"),
+            config=self.routing,
+            processors=frozenset({self.gateway.name, *self.processors}),
+            already_attempted=attempted,
+        )
+        if decision.chosen is None:
+            if previous is None:
+                raise NoEligibleGateway(
+                    "no gateway of this tenant accepts this payment: "
+                    + ", ".join(
+                        f"{e['gateway_id']} {e['reason']}" for e in decision.record["excluded"]
+                    ),
+                    param="payment",
+                )
+            return None
+        gateway = next(g for g in gateways if str(g.id) == decision.chosen)
+        record = {
+            **decision.record,
+            "cascade_index": 0 if previous is None else previous.cascade_index + 1,
+            "cascade_from": None if previous is None else str(previous.id),
+            "attempted_before": attempted,
+        }
+        attempt = PaymentAttempt(
+            tenant_id=order.tenant_id,
+            order_id=order.id,
+            payment_method_id=UUID(method["id"]),
+            kind=kind,
+            gateway=gateway.name,
+            amount_minor=order.total_minor,
+            currency=order.currency,
+            gateway_id=str(gateway.id),
+            processor=gateway.processor,
+            account_id=gateway.account_id,
+            routing=record,
+        )
+        usage = self._card_usage(order.tenant_id, method["token"])
+        try:
+            usage.count_attempt(brand=method["brand"], attempt_id=attempt.id, at=self.now())
+        except CardAttemptLimitReached:
+            if previous is None:
+                raise
+            return None  # the decline stands: the scheme allows no further attempt
+        order.request_payment(
+            attempt_id=attempt.id,
+            kind=kind,
+            gateway=str(gateway.id),
+            amount_minor=order.total_minor,
+        )
+        return [attempt, usage]
+
+    def _card_usage(self, tenant_id: str, token: str) -> CardUsage:
+        try:
+            usage = self.repository.get(CardUsage.create_id(tenant_id, token_digest(token)))
+        except AggregateNotFoundError:
+            return CardUsage.start(tenant_id, token)
+        assert isinstance(usage, CardUsage)
+        return usage
 
     def finish_purchase(
-        self, attempt_id: UUID, saved: tuple[Customer, Order, PaymentAttempt] | None = None
+        self,
+        attempt_id: UUID,
+        saved: tuple[Customer, Order, PaymentAttempt] | None = None,
+        *,
+        cascade: bool = True,
     ) -> tuple[Order, list[Any], bool]:
-        """Call the gateway for a requested attempt and apply its outcome.
+        """Call the gateway for a requested attempt (the latest of its cascade) and apply its
+        outcome; a soft decline of a routed attempt cascades (when ``cascade``).
 
         ``saved``: the aggregates just saved with the intent (current, so not loaded again).
         Returns the order, the aggregates to save, and whether the outcome is known.
         """
-        if saved is not None:
-            customer, order, attempt = saved
-        else:
-            attempt = self.repository.get(attempt_id)
-            order = self.repository.get(attempt.order_id)
-            customer = self.repository.get(order.customer_id)
-        if attempt.resolved:
-            return order, [], True  # another request finished it
+        for _ in range(self.routing.cascade_depth + OUTCOME_SAVE_ATTEMPTS):
+            if saved is not None:
+                customer, order, attempt = saved
+            else:
+                attempt = self.latest_attempt(attempt_id)
+                order = self.repository.get(attempt.order_id)
+                customer = self.repository.get(order.customer_id)
+            if attempt.resolved:
+                return order, [], True  # another request finished it
+            order, aggregates, known = self._purchase_outcome(customer, order, attempt)
+            if not (known and cascade and attempt.status is AttemptStatus.DECLINED):
+                return order, aggregates, known
+            following = self._cascade(customer, order, attempt)
+            if following is None:
+                return order, aggregates, known
+            try:
+                # The decline and the next intent in one transaction, before the next call.
+                self.save_all([*aggregates, *following])
+            except ConcurrentModification:
+                saved = None  # load the chain again: the retry follows it where it got to
+                continue
+            next_attempt = following[0]
+            assert isinstance(next_attempt, PaymentAttempt)
+            saved = (customer, order, next_attempt)
+        raise ConcurrentModification("the outcome could not be saved; retry with the same key")
+
+    def _purchase_outcome(
+        self, customer: Customer, order: Order, attempt: PaymentAttempt
+    ) -> tuple[Order, list[Any], bool]:
         method = customer.payment_method(attempt.payment_method_id)
-        call = self.gateway.authorize if attempt.kind == "authorize" else self.gateway.purchase
-        outcome = self._call(
-            attempt.kind,
-            attempt,
-            lambda: call(
-                account_id=order.tenant_id,
+
+        def call() -> GatewayOutcome:
+            processor = self._processor(attempt)
+            charge = processor.authorize if attempt.kind == "authorize" else processor.purchase
+            return charge(
+                account_id=attempt.account_id or order.tenant_id,
                 token=method["token"],
                 amount_minor=attempt.amount_minor,
                 currency=attempt.currency,
                 idempotency_key=attempt.id,
                 reference=str(order.id),
-            ),
-        )
+            )
+
+        outcome = self._call(attempt.kind, attempt, call)
         if outcome is None:
             if attempt.status is AttemptStatus.REQUESTED:
                 attempt.record_outcome_unknown(reason="the gateway did not answer")
@@ -127,7 +301,82 @@ class PaymentCommands(LedgerBase):
                 transaction_id=outcome.transaction_id,
             )
             order.record_decline(attempt_id=attempt.id, decline_code=decline_code)
-        return order, [attempt, order], True
+        return order, [attempt, order, *self._record_health(attempt)], True
+
+    def _figures(self) -> GatewayFigures:
+        assert self.gateway_figures is not None, "routed payments need gateway figures"
+        return self.gateway_figures
+
+    def _health(self, gateways: list[Gateway]) -> dict[str, GatewayHealth]:
+        return self._figures().health(
+            [str(gateway.id) for gateway in gateways],
+            month=month_of(self.now()),
+            since={str(gateway.id): gateway.reset_at for gateway in gateways},
+            outcomes_max=max(OUTCOMES_READ, self.routing.window_size),
+        )
+
+    def _record_health(self, attempt: PaymentAttempt) -> list[Aggregate]:
+        """Count a routed outcome in its gateway's figures (once per attempt, whatever the
+        retries); if its approval rate collapsed, trip its breaker (saved with the outcome)."""
+        if attempt.gateway_id is None or attempt.routing is None:
+            return []
+        approved = attempt.status is AttemptStatus.SUCCEEDED
+        now = self.now()
+        self._figures().record(
+            gateway_id=attempt.gateway_id,
+            attempt_id=attempt.id,
+            segment=f"{attempt.currency}:{attempt.routing['payment']['brand']}",
+            approved=approved,
+            currency=attempt.currency,
+            amount_minor=attempt.amount_minor,
+            month=month_of(now),
+            at=now,
+        )
+        if approved:
+            return []
+        gateway: Gateway = self.repository.get(UUID(attempt.gateway_id))
+        if gateway.tripped:
+            return []
+        health = self._health([gateway])[attempt.gateway_id]
+        verdict = breaker_verdict(health.outcomes, self.routing)
+        if verdict is None:
+            return []
+        gateway.trip(reason=verdict)
+        return [gateway]
+
+    def _cascade(
+        self, customer: Customer, order: Order, declined: PaymentAttempt
+    ) -> list[Aggregate] | None:
+        """The next attempt after a soft decline of a routed attempt, linked to it, or None."""
+        if (
+            declined.hard_decline
+            or declined.routing is None
+            or declined.cascade_index + 1 >= self.routing.cascade_depth
+        ):
+            return None
+        method = customer.payment_method(declined.payment_method_id)
+        gateways = self.tenant_gateways(order.tenant_id)
+        following = self._routed_intent(customer, order, method, declined.kind, gateways, declined)
+        if following is not None:
+            declined.cascade_to(next_attempt_id=following[0].id)
+        return following
+
+    def latest_attempt(self, attempt_id: UUID) -> PaymentAttempt:
+        """The last attempt of the cascade that starts at (or passes through) ``attempt_id``."""
+        attempt: PaymentAttempt = self.repository.get(attempt_id)
+        while attempt.cascaded_to is not None:
+            attempt = self.repository.get(attempt.cascaded_to)
+        return attempt
+
+    def _processor(self, attempt: PaymentAttempt) -> PaymentGateway:
+        """The adapter of the attempt's processor (the default gateway for unrouted attempts).
+
+        Raises ``KeyError`` (inside a gateway call: an unknown outcome) if it is not configured.
+        """
+        name = attempt.processor
+        if name is None or name == self.gateway.name:
+            return self.gateway
+        return self.processors[name]
 
     def finish_refund(
         self, order_id: UUID, refund_id: str, saved: Order | None = None
@@ -145,8 +394,8 @@ class PaymentCommands(LedgerBase):
         outcome = self._call(
             "refund",
             charge,
-            lambda: self.gateway.refund(
-                account_id=order.tenant_id,
+            lambda: self._processor(charge).refund(
+                account_id=charge.account_id or order.tenant_id,
                 transaction_id=charge.money_transaction_id or "",
                 amount_minor=amount_minor,
                 currency=order.currency,
@@ -184,8 +433,8 @@ class PaymentCommands(LedgerBase):
             amount_minor = operation["amount_minor"]
 
             def call() -> GatewayOutcome:
-                return self.gateway.capture(
-                    account_id=order.tenant_id,
+                return self._processor(attempt).capture(
+                    account_id=attempt.account_id or order.tenant_id,
                     transaction_id=attempt.transaction_id or "",
                     amount_minor=amount_minor,
                     currency=order.currency,
@@ -195,8 +444,8 @@ class PaymentCommands(LedgerBase):
         else:
 
             def call() -> GatewayOutcome:
-                return self.gateway.void(
-                    account_id=order.tenant_id,
+                return self._processor(attempt).void(
+                    account_id=attempt.account_id or order.tenant_id,
                     transaction_id=attempt.transaction_id or "",
                     idempotency_key=key,
                     reference=str(order.id),
@@ -231,13 +480,13 @@ class PaymentCommands(LedgerBase):
         attempt's status afterwards (``unknown`` if the gateway still did not answer).
         """
         for _ in range(OUTCOME_SAVE_ATTEMPTS):
-            _order, aggregates, _known = self.finish_purchase(attempt_id)
+            _order, aggregates, _known = self.finish_purchase(attempt_id, cascade=False)
             try:
                 self.save_all(aggregates)
                 break
             except ConcurrentModification:
                 continue  # a client's retry recorded it meanwhile: look again
-        attempt: PaymentAttempt = self.repository.get(attempt_id)
+        attempt = self.latest_attempt(attempt_id)
         return attempt.status.value
 
     def reconcile_call(self, order_id: UUID, call_id: str) -> str:
@@ -270,7 +519,8 @@ class PaymentCommands(LedgerBase):
                 refund_id in order.refunds_outcome_unknown or refund_id not in order.pending_refunds
             )
         if "attempt_id" in resume:
-            attempt: PaymentAttempt = self.repository.get(UUID(resume["attempt_id"]))
+            # The latest attempt of a cascade: an earlier one is resolved when the next exists.
+            attempt = self.latest_attempt(UUID(resume["attempt_id"]))
             return attempt.status is not AttemptStatus.REQUESTED
         if "operation_id" in resume:
             order = self.repository.get(UUID(resume["order_id"]))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import date
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from domain.customer import CardDetails
 from domain.errors import InvalidInput
+from domain.reconciliation import ProcessorTransaction
 
 
 class CardRejected(InvalidInput):
@@ -107,3 +109,18 @@ class PaymentGateway(Protocol):
         has none (the call never reached it). Raises like any call when it cannot tell."""
         ...
 
+
+@runtime_checkable
+class ProcessorBooks(Protocol):
+    """A processor's own record of what it executed: its dashboard, or its listing API.
+
+    Reconciliation compares it with our events; it is read, never written.
+    """
+
+    def transactions_on(
+        self, day: date, account_id: str | None = None
+    ) -> list[ProcessorTransaction]:
+        """The transactions the processor created on this UTC day, oldest first; of one merchant
+        account (``account_id``) or of every account it keeps. Raises like any call to the
+        processor when it cannot be read."""
+        ...

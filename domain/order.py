@@ -1,8 +1,18 @@
 """The Order aggregate: what was bought, and the money captured and refunded against it.
 
 Glossary: *captured* money has been taken from the buyer (a purchase is an authorization and a
-capture at once); *refunded* money has been given back. An order never refunds more than it
-captured and never captures more than its total.
+capture at once); *refunded* money has been given back; *charged back* money was taken back by
+the buyer's bank through a chargeback the merchant lost. An order never refunds more than it
+captured and never captures more than its total; refunds and chargebacks (open or lost) together
+never take back more than was captured.
+
+Chargebacks: a captured order (``paid`` or ``partially_refunded``) can be disputed by the card
+network. While a chargeback is open the order is ``disputed`` and refunds are refused
+(``order_disputed``): the network already holds the disputed money, and a refund on top of it
+would give the buyer the money twice. A *won* chargeback returns the money and the order to its
+settled status; a *lost* one debits the order like a refund. The settled status after a lost
+chargeback is ``charged_back`` when nothing captured is left, otherwise ``paid`` (nothing
+refunded) or ``partially_refunded`` — ``charged_back_minor`` tells how much the network took.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import InvalidInput, InvalidTransition
+from domain.errors import InvalidInput, InvalidTransition, NotFound
 from domain.money import (
     AMOUNT_MINOR_MAX,
     InvalidAmount,
@@ -44,6 +54,16 @@ class OrderStatus(str, Enum):
     # An authorization holds the money; a capture takes it (paid), a void releases it.
     AUTHORIZED = "authorized"
     VOIDED = "voided"
+    # A chargeback is open: the card network holds the disputed money until it is resolved.
+    DISPUTED = "disputed"
+    # Lost chargebacks (with any refunds) took back everything captured.
+    CHARGED_BACK = "charged_back"
+
+
+class ChargebackStatus(str, Enum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
 
 
 class PaymentOutcome(str, Enum):
@@ -103,6 +123,53 @@ class UnknownOperation(InvalidTransition):
 
 class InvalidOrderLines(InvalidInput):
     code = "invalid_order_lines"
+
+
+class OrderDisputed(OrderNotRefundable):
+    """A chargeback of the order is open: money moves again only once it is resolved."""
+
+    code = "order_disputed"
+
+
+class OrderNotDisputable(InvalidTransition):
+    code = "order_not_disputable"
+
+
+class ChargebackExceedsCaptured(InvalidTransition):
+    """Open and lost chargebacks with refunds would take back more than was captured."""
+
+    code = "chargeback_exceeds_captured"
+
+
+class ChargebackAlreadyExists(InvalidTransition):
+    code = "chargeback_already_exists"
+
+
+class ChargebackNotFound(NotFound):
+    """No chargeback of the order has this id (the code a malformed id in a path gets too)."""
+
+    code = "chargeback_not_found"
+
+
+class ChargebackAlreadyResolved(InvalidTransition):
+    code = "chargeback_already_resolved"
+
+
+class ParentOrderNotPaid(InvalidTransition):
+    """An upsell follows an order whose money is captured and held (paid, partially refunded)."""
+
+    code = "parent_order_not_paid"
+
+
+class InvalidChargebackOutcome(InvalidInput):
+    code = "invalid_chargeback_outcome"
+
+
+class InvalidReasonCode(InvalidInput):
+    code = "invalid_reason_code"
+
+
+REASON_CODE_LENGTH_MAX = 64
 
 
 def _validated_lines(lines: list[dict]) -> list[dict]:
@@ -186,6 +253,16 @@ def history_resolved(
         entry["decline_code"] = decline_code
 
 
+def chargeback_entry(*, chargeback_id: str, amount_minor: int, reason_code: str) -> dict:
+    """A chargeback as the order and its read model keep it (status ``open`` until resolved)."""
+    return {
+        "id": chargeback_id,
+        "amount_minor": amount_minor,
+        "reason_code": reason_code,
+        "status": ChargebackStatus.OPEN.value,
+    }
+
+
 class Order(Aggregate):
     """An order of one customer in one currency."""
 
@@ -198,8 +275,12 @@ class Order(Aggregate):
         currency: str,
         lines: list[dict],
         source: str = "api",
+        parent_order_id: UUID | None = None,
     ) -> Order:
-        """Place an order. Raises ``InvalidOrderLines``, ``InvalidAmount``, ``UnknownCurrency``."""
+        """Place an order (``parent_order_id``: the order an upsell follows).
+
+        Raises ``InvalidOrderLines``, ``InvalidAmount``, ``UnknownCurrency``.
+        """
         validate_currency(currency)
         validated = _validated_lines(lines)
         total = sum(
@@ -217,9 +298,26 @@ class Order(Aggregate):
             lines=validated,
             total_minor=total_minor,
             source=source,
+            parent_order_id=parent_order_id,
         )
 
-    @event("Placed")
+    class Placed(Aggregate.Created):
+        """Version 2 names the order a one-click upsell follows (None for other orders)."""
+
+        class_version = 2
+        tenant_id: str
+        customer_id: UUID
+        currency: str
+        lines: list[dict]
+        total_minor: int
+        source: str
+        parent_order_id: UUID | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["parent_order_id"] = None
+
+    @event(Placed)
     def __init__(
         self,
         *,
@@ -229,6 +327,7 @@ class Order(Aggregate):
         lines: list[dict],
         total_minor: int,
         source: str,
+        parent_order_id: UUID | None = None,
     ):
         self.tenant_id = tenant_id
         self.customer_id = customer_id
@@ -236,6 +335,11 @@ class Order(Aggregate):
         self.lines = lines
         self.total_minor = total_minor
         self.source = source
+        self.parent_order_id = parent_order_id
+        # Chargebacks by id, in the order they were opened: {id, amount_minor, reason_code,
+        # status}; ``charged_back_minor`` is the sum of the lost ones.
+        self.chargebacks: dict[str, dict] = {}
+        self.charged_back_minor = 0
         self.status = OrderStatus.PENDING
         self.captured_minor = 0
         self.refunded_minor = 0
@@ -521,8 +625,31 @@ class Order(Aggregate):
 
     @property
     def refundable_minor(self) -> int:
-        """Captured money not yet refunded nor reserved by a refund at the gateway."""
-        return self.captured_minor - self.refunded_minor - sum(self.pending_refunds.values())
+        """Captured money not yet refunded, charged back, nor reserved by a refund at the
+        gateway."""
+        return (
+            self.captured_minor
+            - self.refunded_minor
+            - self.charged_back_minor
+            - sum(self.pending_refunds.values())
+        )
+
+    @property
+    def open_chargeback_minor(self) -> int:
+        return sum(
+            chargeback["amount_minor"]
+            for chargeback in self.chargebacks.values()
+            if chargeback["status"] == ChargebackStatus.OPEN.value
+        )
+
+    def _settled_status(
+        self, *, refunded_minor: int, charged_back_minor: int, last: str
+    ) -> OrderStatus:
+        """The status of a captured order with no open chargeback, from its amounts: nothing
+        left is ``refunded`` or ``charged_back`` (after the ``last`` movement's kind)."""
+        if refunded_minor + charged_back_minor >= self.captured_minor:
+            return OrderStatus.CHARGED_BACK if last == "chargeback" else OrderStatus.REFUNDED
+        return OrderStatus.PARTIALLY_REFUNDED if refunded_minor else OrderStatus.PAID
 
     def request_refund(self, *, refund_id: str, amount_minor: int, reason: str | None) -> None:
         """Reserve captured money for a refund about to be sent to the gateway.
@@ -530,6 +657,8 @@ class Order(Aggregate):
         Raises ``OrderNotRefundable``, ``InvalidAmount``, ``RefundExceedsCaptured``,
         ``InvalidInput``.
         """
+        if self.status is OrderStatus.DISPUTED:
+            raise OrderDisputed("a chargeback of this order is open; resolve it before refunding")
         if self.status not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
             raise OrderNotRefundable(f"an order that is {self.status.value} cannot be refunded")
         validate_amount_minor(amount_minor, allow_zero=False)
@@ -550,10 +679,16 @@ class Order(Aggregate):
         """The gateway gave the money back. Raises ``UnknownRefund``."""
         amount_minor = self._pending_refund(refund_id)
         refunded_minor = self.refunded_minor + amount_minor
+        # A refund sent before a chargeback was opened may complete while it is open: the
+        # order stays disputed, and its resolution settles the status from the amounts.
         status = (
-            OrderStatus.REFUNDED
-            if refunded_minor == self.captured_minor
-            else OrderStatus.PARTIALLY_REFUNDED
+            OrderStatus.DISPUTED
+            if self.status is OrderStatus.DISPUTED
+            else self._settled_status(
+                refunded_minor=refunded_minor,
+                charged_back_minor=self.charged_back_minor,
+                last="refund",
+            )
         )
         self._refunded(
             amount_minor=amount_minor,
@@ -608,6 +743,106 @@ class Order(Aggregate):
         if refund_id not in self.pending_refunds:
             raise UnknownRefund("no refund of this order is waiting for the gateway")
         return self.pending_refunds[refund_id]
+
+    def require_upsell_parent(self) -> None:
+        """Check a one-click upsell may follow this order. Raises ``ParentOrderNotPaid``."""
+        if self.status not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
+            raise ParentOrderNotPaid(
+                f"an upsell follows a paid order; this one is {self.status.value}",
+                param="order_id",
+            )
+
+    def open_chargeback(self, *, chargeback_id: str, amount_minor: int, reason_code: str) -> None:
+        """Record a chargeback the card network opened against captured money.
+
+        Raises ``OrderNotDisputable``, ``ChargebackAlreadyExists``, ``InvalidAmount``,
+        ``InvalidReasonCode``, ``ChargebackExceedsCaptured``.
+        """
+        if chargeback_id in self.chargebacks:
+            raise ChargebackAlreadyExists("a chargeback with this id was already opened")
+        if self.status not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
+            raise OrderNotDisputable(
+                "only a paid or partially refunded order can be charged back; "
+                f"this one is {self.status.value}"
+            )
+        validate_amount_minor(amount_minor, allow_zero=False)
+        if (
+            not isinstance(reason_code, str)
+            or not reason_code.strip()
+            or len(reason_code) > REASON_CODE_LENGTH_MAX
+            or "\x00" in reason_code
+        ):
+            raise InvalidReasonCode(
+                f"a reason code has 1 to {REASON_CODE_LENGTH_MAX} characters",
+                param="reason_code",
+            )
+        # Money reserved by refunds still at the gateway counts as given back already.
+        disputable_minor = self.refundable_minor - self.open_chargeback_minor
+        if amount_minor > disputable_minor:
+            raise ChargebackExceedsCaptured(
+                f"the chargeback exceeds the {disputable_minor} minor units captured and not "
+                "yet refunded or charged back",
+                param="amount_minor",
+            )
+        self._chargeback_opened(
+            chargeback_id=chargeback_id, amount_minor=amount_minor, reason_code=reason_code
+        )
+
+    @event("ChargebackOpened")
+    def _chargeback_opened(
+        self, *, chargeback_id: str, amount_minor: int, reason_code: str
+    ) -> None:
+        self.chargebacks[chargeback_id] = chargeback_entry(
+            chargeback_id=chargeback_id, amount_minor=amount_minor, reason_code=reason_code
+        )
+        self.status = OrderStatus.DISPUTED
+
+    def resolve_chargeback(self, *, chargeback_id: str, outcome: str) -> None:
+        """Record the network's decision: ``won`` gives the money back to the merchant,
+        ``lost`` debits the order like a refund.
+
+        Raises ``ChargebackNotFound``, ``ChargebackAlreadyResolved``, ``InvalidChargebackOutcome``.
+        """
+        if outcome not in (ChargebackStatus.WON.value, ChargebackStatus.LOST.value):
+            raise InvalidChargebackOutcome(
+                "a chargeback's outcome is 'won' or 'lost'", param="outcome"
+            )
+        chargeback = self.chargebacks.get(chargeback_id)
+        if chargeback is None:
+            raise ChargebackNotFound(
+                "no chargeback of this order has this id", param="chargeback_id"
+            )
+        if chargeback["status"] != ChargebackStatus.OPEN.value:
+            raise ChargebackAlreadyResolved(f"the chargeback was already {chargeback['status']}")
+        lost = outcome == ChargebackStatus.LOST.value
+        charged_back_minor = self.charged_back_minor + (chargeback["amount_minor"] if lost else 0)
+        # Only a settled order can be disputed, so this was the one open chargeback.
+        status = self._settled_status(
+            refunded_minor=self.refunded_minor,
+            charged_back_minor=charged_back_minor,
+            last="chargeback" if lost else "refund",
+        )
+        self._chargeback_resolved(
+            chargeback_id=chargeback_id,
+            outcome=outcome,
+            amount_minor=chargeback["amount_minor"],
+            charged_back_minor=charged_back_minor,
+            status=status.value,
+        )
+
+    @event("ChargebackResolved")
+    def _chargeback_resolved(
+        self,
+        *,
+        chargeback_id: str,
+        outcome: str,
+        amount_minor: int,
+        charged_back_minor: int,
+        status: str,
+    ) -> None:
+        self.chargebacks[chargeback_id]["status"] = outcome
+        self.charged_back_minor = charged_back_minor
+        self.status = OrderStatus(status)
 
     def cancel(self, *, reason: str | None = None) -> None:
         """Cancel an order no money was captured for.

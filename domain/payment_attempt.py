@@ -1,35 +1,28 @@
 """The PaymentAttempt aggregate: one request to a gateway and its outcome.
 
 Decline codes follow Stripe's words. *Hard* declines (a stolen card, an expired card) must never
-be retried or cascaded to another gateway; *soft* ones (insufficient funds) may be.
+be retried or cascaded to another gateway; *soft* ones (insufficient funds) may be: the list is
+``domain.routing.HARD_DECLINE_CODES``.
+
+A routed attempt (a tenant with gateways) names its gateway (merchant account), the processor
+adapter and the account at the processor, and records the routing decision that chose it; a soft
+decline that cascades records ``CascadedTo`` with the next attempt's id, so the chain of one
+payment can be followed from its first attempt.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidTransition
 
-HARD_DECLINE_CODES = frozenset(
-    {
-        "expired_card",
-        "incorrect_cvc",
-        "incorrect_number",
-        "invalid_account",
-        "lost_card",
-        "stolen_card",
-        "fraudulent",
-        "pickup_card",
-        "restricted_card",
-    }
-)
-
-
-def is_hard_decline(decline_code: str) -> bool:
-    return decline_code in HARD_DECLINE_CODES
+# Re-exported: the decline codes were defined here before routing existed.
+from domain.routing import HARD_DECLINE_CODES as HARD_DECLINE_CODES
+from domain.routing import is_hard_decline as is_hard_decline
 
 
 class AttemptStatus(str, Enum):
@@ -45,12 +38,43 @@ class AttemptAlreadyResolved(InvalidTransition):
     code = "attempt_already_resolved"
 
 
+class AttemptNotCascadable(InvalidTransition):
+    code = "attempt_not_cascadable"
+
+
 class PaymentAttempt(Aggregate):
     """A purchase or authorization sent to one gateway for one order."""
 
-    @event("Requested")
+    class Requested(Aggregate.Created):
+        """Version 2 adds the gateway (merchant account) id, the processor adapter, the account
+        at the processor and the routing decision; all None for the tenant's default gateway."""
+
+        class_version = 2
+        tenant_id: str
+        order_id: UUID
+        payment_method_id: UUID
+        kind: str
+        gateway: str
+        amount_minor: int
+        currency: str
+        gateway_id: str | None = None
+        processor: str | None = None
+        account_id: str | None = None
+        routing: dict[str, Any] | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.update(gateway_id=None, processor=None, account_id=None, routing=None)
+
+    @event(Requested)
     def __init__(
         self,
+        # Before ``*``: eventsourcing 9.5 takes every keyword-only argument as required, even
+        # with a default; these are optional (pass them by name).
+        gateway_id: str | None = None,
+        processor: str | None = None,
+        account_id: str | None = None,
+        routing: dict[str, Any] | None = None,
         *,
         tenant_id: str,
         order_id: UUID,
@@ -74,6 +98,11 @@ class PaymentAttempt(Aggregate):
         self.capture_transaction_id: str | None = None
         self.captured_minor = 0
         self.voided = False
+        self.gateway_id = gateway_id
+        self.processor = processor
+        self.account_id = account_id
+        self.routing = routing
+        self.cascaded_to: UUID | None = None
 
     def succeed(self, *, transaction_id: str) -> None:
         """Record the gateway's approval. Raises ``AttemptAlreadyResolved``."""
@@ -129,6 +158,26 @@ class PaymentAttempt(Aggregate):
     @event("Voided")
     def _voided(self) -> None:
         self.voided = True
+
+    def cascade_to(self, *, next_attempt_id: UUID) -> None:
+        """A soft decline of this attempt goes on with another gateway's attempt.
+
+        Raises ``AttemptNotCascadable``.
+        """
+        if self.status is not AttemptStatus.DECLINED or self.hard_decline:
+            raise AttemptNotCascadable("only a soft-declined attempt cascades")
+        if self.cascaded_to is not None:
+            raise AttemptNotCascadable("the attempt already cascaded")
+        self._cascaded_to(next_attempt_id=next_attempt_id)
+
+    @event("CascadedTo")
+    def _cascaded_to(self, *, next_attempt_id: UUID) -> None:
+        self.cascaded_to = next_attempt_id
+
+    @property
+    def cascade_index(self) -> int:
+        """0 for a payment's first attempt, 1 for the attempt after its first cascade, …"""
+        return int((self.routing or {}).get("cascade_index", 0))
 
     @property
     def money_transaction_id(self) -> str | None:

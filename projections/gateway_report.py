@@ -12,8 +12,20 @@ Definitions (one way everywhere):
 - *captured* is money captured (``Order.PaymentCaptured``) by the gateway's attempts and
   *refunded* money refunded (``Order.Refunded``) on orders it captured, each on its own UTC day,
   per currency;
-- *chargebacks* (a count and money) and the *chargeback ratio* (chargebacks × 10,000 ÷ approvals,
-  basis points, rounded down) are present but 0: no chargeback event exists yet.
+- *captures* counts captures (settled transactions), on the UTC day of each capture;
+- *chargebacks* counts chargebacks opened (``Order.ChargebackOpened``, disputes), on the day
+  each was opened, whatever their outcome; *chargebacks_minor* is their money, reversed on the
+  day a chargeback is won (as the sales report does): both under the gateway and brand that
+  captured the order; the *chargeback ratio* is chargebacks × 10,000 ÷ approvals of the period
+  (basis points, rounded down);
+- the card schemes' monthly ratios are of the calendar month of the period's last day (month to
+  date): the *Visa rule* is that month's disputes ÷ that month's settled transactions (captures),
+  the *Mastercard rule* that month's chargebacks ÷ the previous calendar month's transactions
+  (captures); both in basis points, rounded down, summed over currencies, and each with a band
+  (``VISA_BANDS_BPS``, ``MASTERCARD_BANDS_BPS``). Chargebacks with no transactions to divide by
+  have no ratio (``None``) and are ``excessive``.
+
+Rows written before ``captures`` existed read 0 until ``ledger rebuild gateway_report``.
 
 The brand is that of the payment method the attempt charged (``Customer.PaymentMethodAttached``);
 a gateway or brand the report never learnt is ``unknown``. Figure rows are keyed by tenant;
@@ -25,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from eventsourcing.dispatch import singledispatchmethod
@@ -35,7 +47,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed
 
 from domain.customer import Customer
-from domain.order import Order
+from domain.order import ChargebackStatus, Order
 from domain.payment_attempt import AttemptStatus, PaymentAttempt
 from projections.base import BatchProjection
 from projections.report_rows import (
@@ -59,7 +71,15 @@ COUNTERS = (
     "refunded_minor",
     "chargebacks",
     "chargebacks_minor",
+    "captures",
 )
+# The schemes' monitoring thresholds in basis points: (warning from, excessive from). Visa's
+# early-warning level is 0.65 % and its dispute monitoring 1 %; Mastercard monitors merchants
+# from 1 % ("Chargeback-Monitored Merchant") and calls 1.5 % excessive ("Excessive Chargeback
+# Merchant"). The schemes' minimum counts (75 or 100 a month) are not applied: a small merchant
+# sees its trend before it is fined.
+VISA_BANDS_BPS = (65, 100)
+MASTERCARD_BANDS_BPS = (100, 150)
 DECLINE_KEY_COLUMNS = ("tenant_id", "day", "gateway", "brand", "decline_code")
 _METHOD_COLUMNS = ("payment_method_id", "brand")
 _ATTEMPT_COLUMNS = ("attempt_id", "tenant_id", "day", "gateway", "brand", "currency", "status")
@@ -77,6 +97,10 @@ class GatewayReportView(ReportView):
             " gateway text NOT NULL, brand text NOT NULL, currency text NOT NULL, "
             + counters
             + ", PRIMARY KEY (tenant_id, day, gateway, brand, currency))"
+        ).format(self.table("figures"))
+        # Tables created before the column existed (a rebuild fills it in).
+        yield SQL(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS captures bigint NOT NULL DEFAULT 0"
         ).format(self.table("figures"))
         yield SQL(
             "CREATE TABLE IF NOT EXISTS {} (tenant_id text NOT NULL, day date NOT NULL,"
@@ -138,7 +162,25 @@ class GatewayReportView(ReportView):
                 params,
             )
             declines = curs.fetchall()
-        return gateway_rows(figures, declines)
+            month_from = date_to.replace(day=1)
+            previous_month_from = (month_from - timedelta(days=1)).replace(day=1)
+            curs.execute(
+                SQL(
+                    "SELECT gateway, brand,"
+                    " coalesce(sum(chargebacks) FILTER (WHERE day >= %s), 0)::bigint"
+                    " AS chargebacks,"
+                    " coalesce(sum(captures) FILTER (WHERE day >= %s), 0)::bigint AS captures,"
+                    " coalesce(sum(captures) FILTER (WHERE day < %s), 0)::bigint"
+                    " AS previous_captures"
+                    " FROM {} WHERE tenant_id = %s AND day BETWEEN %s AND %s"
+                    " GROUP BY gateway, brand"
+                ).format(self.table("figures")),
+                (month_from, month_from, month_from, tenant_id, previous_month_from, date_to),
+            )
+            months = curs.fetchall()
+        rows = gateway_rows(figures, declines)
+        add_scheme_ratios(rows, months, month_from)
+        return rows
 
 
 def gateway_rows(figures: Iterable[dict], declines: Iterable[dict]) -> list[dict[str, Any]]:
@@ -152,6 +194,7 @@ def gateway_rows(figures: Iterable[dict], declines: Iterable[dict]) -> list[dict
                 "gateway": gateway,
                 "brand": brand,
                 **{c: 0 for c in ("attempts", "approvals", "declines", "outcome_unknown")},
+                "captures": 0,
                 "chargebacks": 0,
                 "declines_by_code": {},
                 "volume_by_currency": {},
@@ -160,7 +203,7 @@ def gateway_rows(figures: Iterable[dict], declines: Iterable[dict]) -> list[dict
 
     for figure in figures:
         row = row_of(figure["gateway"], figure["brand"])
-        for name in ("attempts", "approvals", "declines", "outcome_unknown", "chargebacks"):
+        for name in _COUNTS:
             row[name] += figure[name]
         if figure["captured_minor"] or figure["refunded_minor"] or figure["chargebacks_minor"]:
             row["volume_by_currency"][figure["currency"]] = {
@@ -182,6 +225,51 @@ def _rate_bps(part: int, whole: int) -> int:
     return part * BASIS_POINTS // whole if whole else 0
 
 
+_COUNTS = ("attempts", "approvals", "declines", "outcome_unknown", "captures", "chargebacks")
+
+
+def scheme_ratio(count: int, transactions: int, bands_bps: tuple[int, int]) -> dict[str, Any]:
+    """A scheme's ratio in basis points (rounded down) and its band: ``ok`` below the warning
+    level, ``warning`` from it, ``excessive`` from the excessive level."""
+    if transactions == 0:
+        return {"ratio_bps": None if count else 0, "band": "excessive" if count else "ok"}
+    ratio_bps = count * BASIS_POINTS // transactions
+    warning_bps, excessive_bps = bands_bps
+    band = (
+        "excessive"
+        if ratio_bps >= excessive_bps
+        else "warning"
+        if ratio_bps >= warning_bps
+        else "ok"
+    )
+    return {"ratio_bps": ratio_bps, "band": band}
+
+
+def add_scheme_ratios(
+    rows: list[dict[str, Any]], months: Iterable[dict[str, Any]], month_from: date
+) -> None:
+    """Give each row the Visa and Mastercard monthly ratios of its gateway and brand."""
+    by_key = {(m["gateway"], m["brand"]): m for m in months}
+    for row in rows:
+        month = by_key.get((row["gateway"], row["brand"]))
+        chargebacks = month["chargebacks"] if month else 0
+        captures = month["captures"] if month else 0
+        previous_captures = month["previous_captures"] if month else 0
+        row["scheme_ratios"] = {
+            "month": month_from.strftime("%Y-%m"),
+            "visa": {
+                "disputes": chargebacks,
+                "transactions": captures,
+                **scheme_ratio(chargebacks, captures, VISA_BANDS_BPS),
+            },
+            "mastercard": {
+                "chargebacks": chargebacks,
+                "previous_month_transactions": previous_captures,
+                **scheme_ratio(chargebacks, previous_captures, MASTERCARD_BANDS_BPS),
+            },
+        }
+
+
 @dataclass
 class GatewayChanges:
     methods: Lookup = field(default_factory=Lookup)
@@ -193,6 +281,12 @@ class GatewayChanges:
 
 _OUTCOMES = (PaymentAttempt.Succeeded, PaymentAttempt.Declined, PaymentAttempt.OutcomeUnknown)
 _DEFINITIONS = (Customer.PaymentMethodAttached, PaymentAttempt.Requested)
+_ORDER_MONEY_EVENTS = (
+    Order.PaymentCaptured,
+    Order.Refunded,
+    Order.ChargebackOpened,
+    Order.ChargebackResolved,
+)
 
 
 class GatewayReportProjection(BatchProjection[GatewayReportView]):
@@ -206,6 +300,8 @@ class GatewayReportProjection(BatchProjection[GatewayReportView]):
             Order.Placed,
             Order.PaymentCaptured,
             Order.Refunded,
+            Order.ChargebackOpened,
+            Order.ChargebackResolved,
         )
     )
 
@@ -220,11 +316,7 @@ class GatewayReportProjection(BatchProjection[GatewayReportView]):
         attempt_ids = {e.originator_id for e in events if isinstance(e, _OUTCOMES)}
         attempt_ids |= {e.attempt_id for e in events if isinstance(e, Order.PaymentCaptured)}
         placed = {e.originator_id for e in events if isinstance(e, Order.Placed)}
-        order_ids = {
-            e.originator_id
-            for e in events
-            if isinstance(e, (Order.PaymentCaptured, Order.Refunded))
-        }
+        order_ids = {e.originator_id for e in events if isinstance(e, _ORDER_MONEY_EVENTS)}
         with self.view.reading() as curs:
             changes = GatewayChanges(
                 methods=self.view.load(curs, "methods", "payment_method_id", method_ids - attached),
@@ -318,12 +410,38 @@ class GatewayReportProjection(BatchProjection[GatewayReportView]):
         if (order["gateway"], order["brand"]) != (gateway, brand):
             # Refunds of the order belong to the gateway and brand that captured it.
             changes.orders.update(e.originator_id, gateway=gateway, brand=brand)
-        add(changes.figures, _key(order, utc_day(e.timestamp)), captured_minor=e.amount_minor)
+        add(
+            changes.figures,
+            _key(order, utc_day(e.timestamp)),
+            captured_minor=e.amount_minor,
+            captures=1,
+        )
 
     @apply.register
     def _(self, e: Order.Refunded, changes: GatewayChanges) -> None:
         order = changes.orders.rows[e.originator_id]
         add(changes.figures, _key(order, utc_day(e.timestamp)), refunded_minor=e.amount_minor)
+
+    @apply.register
+    def _(self, e: Order.ChargebackOpened, changes: GatewayChanges) -> None:
+        order = changes.orders.rows[e.originator_id]
+        add(
+            changes.figures,
+            _key(order, utc_day(e.timestamp)),
+            chargebacks=1,
+            chargebacks_minor=e.amount_minor,
+        )
+
+    @apply.register
+    def _(self, e: Order.ChargebackResolved, changes: GatewayChanges) -> None:
+        if e.outcome != ChargebackStatus.WON.value:
+            return  # a lost chargeback was counted when it was opened
+        order = changes.orders.rows[e.originator_id]
+        add(
+            changes.figures,
+            _key(order, utc_day(e.timestamp)),
+            chargebacks_minor=-e.amount_minor,
+        )
 
 
 def _key(row: dict[str, Any], day: date) -> tuple[Any, ...]:

@@ -1,4 +1,11 @@
-"""The ``order_summaries`` read model: one row per order, for ``GET /v1/orders``."""
+"""The ``order_summaries`` read model: one row per order, for ``GET /v1/orders``.
+
+Chargebacks: ``chargebacks`` holds each one as the order does (``domain.order.chargeback_entry``)
+and ``charged_back_minor`` the lost ones' sum; the status comes from the events (``disputed``
+while one is open). Rows written before these columns existed read as without chargebacks or
+parent until a rebuild (``ledger rebuild order_summaries``) fills them in — no chargeback or
+upsell was recorded before they existed, so none is missing.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,13 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed
 
-from domain.order import Order, history_requested, history_resolved, order_number
+from domain.order import (
+    Order,
+    chargeback_entry,
+    history_requested,
+    history_resolved,
+    order_number,
+)
 from projections.base import BatchProjection, BatchView
 
 _COLUMNS = (
@@ -26,6 +39,9 @@ _COLUMNS = (
     "total_minor",
     "captured_minor",
     "refunded_minor",
+    "charged_back_minor",
+    "chargebacks",
+    "parent_order_id",
     "lines",
     "source",
     "attempts",
@@ -56,6 +72,9 @@ class OrderSummariesView(BatchView):
             " total_minor bigint NOT NULL,"
             " captured_minor bigint NOT NULL,"
             " refunded_minor bigint NOT NULL,"
+            " charged_back_minor bigint NOT NULL DEFAULT 0,"
+            " chargebacks jsonb NOT NULL DEFAULT '[]',"
+            " parent_order_id uuid,"
             " lines jsonb NOT NULL,"
             " source text NOT NULL,"
             " attempts integer NOT NULL,"
@@ -73,6 +92,9 @@ class OrderSummariesView(BatchView):
             "last_attempt_id uuid",
             "payment_history jsonb NOT NULL DEFAULT '[]'",
             "pending_calls jsonb NOT NULL DEFAULT '{{}}'",
+            "charged_back_minor bigint NOT NULL DEFAULT 0",
+            "chargebacks jsonb NOT NULL DEFAULT '[]'",
+            "parent_order_id uuid",
         ):
             yield SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS " + column).format(orders)
         for suffix, columns in (
@@ -99,7 +121,7 @@ class OrderSummariesView(BatchView):
             "orders",
             _COLUMNS,
             changes.values(),
-            jsonb_columns=frozenset({"lines", "payment_history", "pending_calls"}),
+            jsonb_columns=frozenset({"lines", "payment_history", "pending_calls", "chargebacks"}),
         )
 
     # Queries ----------------------------------------------------------------------------------
@@ -166,6 +188,8 @@ class OrderSummariesProjection(BatchProjection[OrderSummariesView]):
             Order.PaymentDeclined,
             Order.Refunded,
             Order.Cancelled,
+            Order.ChargebackOpened,
+            Order.ChargebackResolved,
         )
     )
 
@@ -194,6 +218,9 @@ class OrderSummariesProjection(BatchProjection[OrderSummariesView]):
             "total_minor": e.total_minor,
             "captured_minor": 0,
             "refunded_minor": 0,
+            "charged_back_minor": 0,
+            "chargebacks": [],
+            "parent_order_id": e.parent_order_id,
             "lines": e.lines,
             "source": e.source,
             "attempts": 0,
@@ -329,3 +356,23 @@ class OrderSummariesProjection(BatchProjection[OrderSummariesView]):
     @apply.register
     def _(self, e: Order.Cancelled, rows: dict[UUID, dict[str, Any]]) -> None:
         rows[e.originator_id].update(status="cancelled", updated_at=e.timestamp)
+
+    @apply.register
+    def _(self, e: Order.ChargebackOpened, rows: dict[UUID, dict[str, Any]]) -> None:
+        row = rows[e.originator_id]
+        row["chargebacks"].append(
+            chargeback_entry(
+                chargeback_id=e.chargeback_id,
+                amount_minor=e.amount_minor,
+                reason_code=e.reason_code,
+            )
+        )
+        row.update(status="disputed", updated_at=e.timestamp)
+
+    @apply.register
+    def _(self, e: Order.ChargebackResolved, rows: dict[UUID, dict[str, Any]]) -> None:
+        row = rows[e.originator_id]
+        for chargeback in row["chargebacks"]:
+            if chargeback["id"] == e.chargeback_id:
+                chargeback["status"] = e.outcome
+        row.update(charged_back_minor=e.charged_back_minor, status=e.status, updated_at=e.timestamp)

@@ -4,7 +4,11 @@ Definitions (one way everywhere):
 - *gross* is money captured (``Order.PaymentCaptured``), on the UTC day of the capture;
 - *refunds* is money refunded (``Order.Refunded``), on the UTC day of the refund, under the
   dimensions of the order (its country, campaign and the gateway that captured it);
-- *chargebacks* is money lost to chargebacks: no such event exists yet, so it is 0;
+- *chargebacks* is money taken back by chargebacks: a chargeback counts when it is opened
+  (``Order.ChargebackOpened``, on its UTC day: the card network debits the merchant then) and
+  is reversed when the merchant wins it (``Order.ChargebackResolved`` won, on the day of the
+  decision: the network credits the money back); a lost one stays counted. Over any period
+  that contains both, chargebacks are therefore the lost ones plus those still open;
 - *net* is gross − refunds − chargebacks;
 - an order *counts* once, on the day and gateway of its first capture; the average order value
   is net ÷ counted orders, rounded down (floor division), 0 without orders.
@@ -33,7 +37,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.customer import Customer
-from domain.order import Order
+from domain.order import ChargebackStatus, Order
 from domain.payment_attempt import PaymentAttempt
 from projections.base import BatchProjection
 from projections.report_rows import (
@@ -145,6 +149,12 @@ class SalesChanges:
 
 
 _DEFINITIONS = (Customer.Registered, PaymentAttempt.Requested)
+_ORDER_MONEY_EVENTS = (
+    Order.PaymentCaptured,
+    Order.Refunded,
+    Order.ChargebackOpened,
+    Order.ChargebackResolved,
+)
 
 
 class SalesReportProjection(BatchProjection[SalesReportView]):
@@ -157,6 +167,8 @@ class SalesReportProjection(BatchProjection[SalesReportView]):
             Order.Placed,
             Order.PaymentCaptured,
             Order.Refunded,
+            Order.ChargebackOpened,
+            Order.ChargebackResolved,
         )
     )
 
@@ -165,11 +177,7 @@ class SalesReportProjection(BatchProjection[SalesReportView]):
             return {e.originator_id for e in events if isinstance(e, kind)}
 
         customer_ids = {e.customer_id for e in events if isinstance(e, Order.Placed)}
-        order_ids = {
-            e.originator_id
-            for e in events
-            if isinstance(e, (Order.PaymentCaptured, Order.Refunded))
-        }
+        order_ids = {e.originator_id for e in events if isinstance(e, _ORDER_MONEY_EVENTS)}
         attempt_ids = {e.attempt_id for e in events if isinstance(e, Order.PaymentCaptured)}
         with self.view.reading() as curs:
             changes = SalesChanges(
@@ -240,6 +248,20 @@ class SalesReportProjection(BatchProjection[SalesReportView]):
         order = changes.orders.rows[e.originator_id]
         key = _key(order, utc_day(e.timestamp), order["gateway"] or UNKNOWN)
         add(changes.figures, key, refunds_minor=e.amount_minor)
+
+    @apply.register
+    def _(self, e: Order.ChargebackOpened, changes: SalesChanges) -> None:
+        order = changes.orders.rows[e.originator_id]
+        key = _key(order, utc_day(e.timestamp), order["gateway"] or UNKNOWN)
+        add(changes.figures, key, chargebacks_minor=e.amount_minor)
+
+    @apply.register
+    def _(self, e: Order.ChargebackResolved, changes: SalesChanges) -> None:
+        if e.outcome != ChargebackStatus.WON.value:
+            return  # a lost chargeback was counted when it was opened
+        order = changes.orders.rows[e.originator_id]
+        key = _key(order, utc_day(e.timestamp), order["gateway"] or UNKNOWN)
+        add(changes.figures, key, chargebacks_minor=-e.amount_minor)
 
 
 def _key(order: dict[str, Any], day: date, gateway: str) -> tuple[Any, ...]:

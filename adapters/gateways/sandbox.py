@@ -3,6 +3,21 @@
 The vault checks a card number (Luhn, brand by BIN range, expiry) and returns a token that names
 the sandbox behaviour of the card, like Stripe's ``tok_chargeDeclined``. The number itself is
 dropped here: it is not stored, logged or put in the token.
+
+Test cards beyond the approving ones (``TEST_CARD_BEHAVIOURS``):
+- soft declines: ``4000000000000002`` (generic_decline), ``4000000000009995``
+  (insufficient_funds); hard declines: ``4000000000000069`` (expired_card), ``…0127``
+  (incorrect_cvc), ``4000000000009987`` (lost_card), ``…9979`` (stolen_card),
+  ``4100000000000019`` (fraudulent);
+- ``4000000000000259``, the dispute card: it is charged like any good card; staff (or a webhook)
+  open the chargeback on the order afterwards;
+- ``4000000000000911``, the timeout card: the charge is made and kept in the books, but the
+  first call raises ``TimeoutError`` (the answer is lost); a repeat of the call with the same
+  idempotency key, or ``status``, answers with the charge — the unknown-outcome path end to end.
+
+Decline injection per merchant account (for cascades): a card transaction on an account whose
+id ends with ``+decline_<code>`` (say a gateway registered with ``processor_account:
+"acct_eu+decline_insufficient_funds"``) is declined with ``<code>`` whatever the card.
 """
 
 from __future__ import annotations
@@ -25,15 +40,25 @@ TEST_CARD_BEHAVIOURS: dict[str, str] = {
     "4000000000009995": "insufficient_funds",
     "4000000000000069": "expired_card",
     "4000000000000127": "incorrect_cvc",
-    "4000000000000259": "succeeds",  # disputed later; disputes come with a later issue
+    "4000000000000259": "succeeds",  # the dispute card: charged, then disputed by staff
     "4012888888881881": "generic_decline",
+    "4000000000009987": "lost_card",
+    "4000000000009979": "stolen_card",
+    "4100000000000019": "fraudulent",
+    "4000000000000911": "timeout",
 }
+
+# An account id ending with this and a decline code declines every card transaction with it.
+ACCOUNT_DECLINE_MARK = "+decline_"
 
 DECLINE_MESSAGES = {
     "generic_decline": "Your card was declined.",
     "insufficient_funds": "Your card has insufficient funds.",
     "expired_card": "Your card has expired.",
     "incorrect_cvc": "Your card's security code is incorrect.",
+    "lost_card": "Your card was declined.",
+    "stolen_card": "Your card was declined.",
+    "fraudulent": "Your card was declined.",
     "charge_not_found": "No succeeded charge with this id.",
     "currency_mismatch": "A refund is in the charge's currency.",
     "amount_too_large": "The amount exceeds what is left of the transaction.",
@@ -160,22 +185,25 @@ class SandboxGateway:
         idempotency_key: UUID,
         reference: str,
     ) -> GatewayOutcome:
-        behaviour = _behaviour(token)
-        transaction = self.book.add_charge(
-            SandboxTransaction(
-                id=_transaction_id("ch" if kind == "charge" else "au", idempotency_key),
-                account_id=account_id,
-                kind=kind,
-                status="succeeded" if behaviour == "succeeds" else "declined",
-                idempotency_key=idempotency_key,
-                amount_minor=amount_minor,
-                currency=currency,
-                reference=reference,
-                decline_code=None if behaviour == "succeeds" else behaviour,
-                charge_id=None,
-                created_at=self._now(),
-            )
+        behaviour = account_decline_code(account_id) or _behaviour(token)
+        succeeds = behaviour in ("succeeds", "timeout")
+        charge = SandboxTransaction(
+            id=_transaction_id("ch" if kind == "charge" else "au", idempotency_key),
+            account_id=account_id,
+            kind=kind,
+            status="succeeded" if succeeds else "declined",
+            idempotency_key=idempotency_key,
+            amount_minor=amount_minor,
+            currency=currency,
+            reference=reference,
+            decline_code=None if succeeds else behaviour,
+            charge_id=None,
+            created_at=self._now(),
         )
+        transaction = self.book.add_charge(charge)
+        if behaviour == "timeout" and transaction is charge:
+            # Charged, and the answer lost on the way back (only the first time).
+            raise TimeoutError("the sandbox processor charged but its answer was lost")
         return _outcome(transaction)
 
     def capture(
@@ -308,9 +336,16 @@ def _outcome(transaction: SandboxTransaction) -> GatewayOutcome:
     )
 
 
+def account_decline_code(account_id: str) -> str | None:
+    """The decline injected for every card transaction of this account, if any."""
+    _, mark, code = account_id.rpartition(ACCOUNT_DECLINE_MARK)
+    return code if mark and code else None
+
+
 def _behaviour(token: str) -> str:
     prefix = "tok_sandbox_"
     if not token.startswith(prefix):
         return "generic_decline"
     behaviour = token[len(prefix) :].rsplit("_", 1)[0]
-    return behaviour if behaviour == "succeeds" or behaviour in DECLINE_MESSAGES else "succeeds"
+    known = behaviour in ("succeeds", "timeout") or behaviour in DECLINE_MESSAGES
+    return behaviour if known else "succeeds"

@@ -12,12 +12,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Composed, Identifier
+
+from application.ports import ProcessorTransaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,28 @@ class SandboxTransaction:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def as_processor_transaction(self) -> ProcessorTransaction:
+        """In the words of reconciliation: a charge is a purchase, an authorization authorize."""
+        return ProcessorTransaction(
+            transaction_id=self.id,
+            idempotency_key=self.idempotency_key,
+            kind=_OUR_KINDS.get(self.kind, self.kind),
+            amount_minor=self.amount_minor,
+            currency=self.currency,
+            state=self.status,
+            created_at=self.created_at,
+            reference=self.reference,
+            account_id=self.account_id,
+        )
+
+
+_OUR_KINDS = {"charge": "purchase", "authorization": "authorize"}
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
 
 
 # Decides a follow-up from its parent (None if unknown) and the parent's succeeded follow-ups.
@@ -62,6 +86,12 @@ class SandboxBook(Protocol):
         self, account_id: str, *, after: int = 0, limit: int = 100
     ) -> list[tuple[int, SandboxTransaction]]:
         """(sequence number, transaction) in execution order, after a sequence number."""
+        ...
+
+    def transactions_on(
+        self, day: date, account_id: str | None = None
+    ) -> list[ProcessorTransaction]:
+        """The ``ProcessorBooks`` listing: what was executed on a UTC day, in execution order."""
         ...
 
 
@@ -106,6 +136,18 @@ class MemorySandboxBook:
             numbered = list(enumerate(self._rows, start=1))
         return [(n, t) for n, t in numbered if n > after and t.account_id == account_id][:limit]
 
+    def transactions_on(
+        self, day: date, account_id: str | None = None
+    ) -> list[ProcessorTransaction]:
+        start, end = _day_bounds(day)
+        with self._lock:
+            rows = list(self._rows)
+        return [
+            t.as_processor_transaction()
+            for t in rows
+            if start <= t.created_at < end and account_id in (None, t.account_id)
+        ]
+
 
 _COLUMNS = (
     "id, account_id, kind, status, idempotency_key, amount_minor, currency, reference,"
@@ -143,6 +185,12 @@ class PgSandboxBook:
                 SQL(
                     "CREATE INDEX IF NOT EXISTS sandbox_transactions_account_idx"
                     " ON {} (account_id, seq)"
+                ).format(self.table)
+            )
+            # Reconciliation reads a day at a time.
+            curs.execute(
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS sandbox_transactions_created_idx ON {} (created_at)"
                 ).format(self.table)
             )
 
@@ -213,3 +261,18 @@ class PgSandboxBook:
             )
             rows = curs.fetchall()
         return [(row.pop("seq"), SandboxTransaction(**row)) for row in (dict(r) for r in rows)]
+
+    def transactions_on(
+        self, day: date, account_id: str | None = None
+    ) -> list[ProcessorTransaction]:
+        start, end = _day_bounds(day)
+        with self.datastore.cursor() as curs:
+            curs.execute(
+                SQL(
+                    "SELECT " + _COLUMNS + " FROM {} WHERE created_at >= %s AND created_at < %s"
+                    " AND (%s::text IS NULL OR account_id = %s) ORDER BY seq"
+                ).format(self.table),
+                (start, end, account_id, account_id),
+            )
+            rows = curs.fetchall()
+        return [SandboxTransaction(**row).as_processor_transaction() for row in rows]

@@ -13,6 +13,13 @@ One instance speaks for one Spreedly gateway (``gateway_token``), that is one me
 | `refund`    | POST /v1/transactions/{token}/credit.json (amount: partial or whole)   |
 | `status`    | GET /v1/gateways/{gateway_token}/transactions.json?order=desc, matched |
 
+It is also the processor's books for reconciliation (``ProcessorBooks``): ``transactions_on(day)``
+reads the same gateway list newest first down to the day's start (at most ``listing_pages_max``
+pages, then ``GatewayUnavailable``), and names each transaction in our words: Purchase →
+purchase, Authorization → authorize, Capture, Void, Credit → refund (other types move no money
+and are left out); ``succeeded`` → succeeded, a decline state → declined, any other state →
+pending.
+
 A transaction in state ``succeeded`` is a success; ``gateway_processing_failed`` (and Spreedly's
 own ``failed``) is a decline, its code mapped to Stripe's words so that hard declines stay hard.
 Every other state (``gateway_processing_result_unknown``, ``pending``, ``processing``), any 5xx,
@@ -42,13 +49,13 @@ call costs one list read before it (two for follow-ups); a table of key → toke
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
 import httpx
 
-from application.ports import GatewayOutcome
+from application.ports import GatewayOutcome, ProcessorTransaction
 
 
 class GatewayUnavailable(Exception):
@@ -112,6 +119,14 @@ REFUSAL_CODES = {
     "errors.invalid_amount": "invalid_amount",
 }
 UNAVAILABLE_HTTP_STATUSES = frozenset({401, 402, 403, 408, 429})
+# Spreedly's transaction types that move money, in our words.
+OUR_KINDS = {
+    "Purchase": "purchase",
+    "Authorization": "authorize",
+    "Capture": "capture",
+    "Void": "void",
+    "Credit": "refund",
+}
 LOOKUP_HORIZON_S = 8 * 24 * 3600
 
 
@@ -132,6 +147,7 @@ class SpreedlyGateway:
         lookup_horizon_s: float = LOOKUP_HORIZON_S,
         lookup_pages_max: int = 20,
         lookup_page_count: int = 100,
+        listing_pages_max: int = 1000,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
@@ -144,6 +160,7 @@ class SpreedlyGateway:
         self._lookup_horizon_s = lookup_horizon_s
         self._lookup_pages_max = lookup_pages_max
         self._lookup_page_count = lookup_page_count
+        self._listing_pages_max = listing_pages_max
         self._now = now or (lambda: datetime.now(UTC))
 
     def close(self) -> None:
@@ -230,6 +247,38 @@ class SpreedlyGateway:
         found = self._find(idempotency_key, path, not_before=self._horizon())
         return None if found is None else outcome_of(found)
 
+    # The processor's books -------------------------------------------------------------------
+
+    def transactions_on(
+        self, day: date, account_id: str | None = None
+    ) -> list[ProcessorTransaction]:
+        """This gateway's money transactions created on the UTC ``day``, oldest first.
+
+        One client is one merchant account: ``account_id`` names it in the answer (the gateway
+        token when None) and selects nothing. Raises ``GatewayUnavailable`` when Spreedly cannot
+        be read, or when the day lies beyond ``listing_pages_max`` pages of the list.
+        """
+        start = datetime.combine(day, time(), tzinfo=UTC)
+        end = start + timedelta(days=1)
+        account = account_id if account_id is not None else self._gateway_token
+        found: list[ProcessorTransaction] = []
+        path = f"/v1/gateways/{self._gateway_token}/transactions.json"
+        for page in self._pages(path, pages_max=self._listing_pages_max):
+            for transaction in page:
+                created_at = _created_at(transaction)
+                if created_at is None or created_at >= end:
+                    continue
+                if created_at < start:
+                    return found[::-1]
+                ours = processor_transaction(transaction, created_at, account)
+                if ours is not None:
+                    found.append(ours)
+            if len(page) < self._lookup_page_count:
+                return found[::-1]
+        raise GatewayUnavailable(
+            f"{day} lies beyond the last {self._listing_pages_max} pages of {path}"
+        )
+
     # Calls -----------------------------------------------------------------------------------
 
     def _open(
@@ -306,9 +355,9 @@ class SpreedlyGateway:
             " cannot tell whether it was sent"
         )
 
-    def _pages(self, path: str) -> Iterator[list[dict[str, Any]]]:
+    def _pages(self, path: str, pages_max: int | None = None) -> Iterator[list[dict[str, Any]]]:
         since_token: str | None = None
-        for _ in range(self._lookup_pages_max):
+        for _ in range(pages_max or self._lookup_pages_max):
             params = {"order": "desc", "count": str(self._lookup_page_count)}
             if since_token is not None:
                 params["since_token"] = since_token
@@ -377,6 +426,34 @@ def outcome_of(transaction: dict[str, Any]) -> GatewayOutcome:
             message=message,
         )
     raise GatewayUnavailable(f"Spreedly transaction {token} is {state!r}: outcome unknown")
+
+
+def processor_transaction(
+    transaction: dict[str, Any], created_at: datetime, account_id: str
+) -> ProcessorTransaction | None:
+    """A Spreedly transaction in reconciliation's words; None for a type that moves no money."""
+    kind = OUR_KINDS.get(transaction.get("transaction_type") or "")
+    if kind is None:
+        return None
+    state = transaction.get("state")
+    if state == SUCCEEDED_STATE and transaction.get("succeeded") is True:
+        ours = "succeeded"
+    elif state in DECLINED_STATES:
+        ours = "declined"
+    else:
+        ours = "pending"  # result unknown, processing: the processor has not decided
+    amount = transaction.get("amount")
+    return ProcessorTransaction(
+        transaction_id=str(transaction.get("token") or ""),
+        idempotency_key=_key_of(transaction),
+        kind=kind,
+        amount_minor=amount if isinstance(amount, int) else 0,
+        currency=transaction.get("currency_code") or "",
+        state=ours,
+        created_at=created_at,
+        reference=transaction.get("order_id") or "",
+        account_id=account_id,
+    )
 
 
 def decline_code(error_code: str | None, message: str) -> str:

@@ -1,8 +1,14 @@
-"""``/v1/reports``: sales and gateway figures over a period of UTC days, from their read models.
+"""``/v1/reports``: sales and gateway figures over a period of UTC days, from their read models;
+the reconciliation of a day of payments with the processor's own books.
 
 A period is ``from`` and ``to``, both included, as ``YYYY-MM-DD`` UTC dates, at most
 ``PERIOD_DAYS_MAX`` days long. The figures' definitions are in ``projections.sales_report`` and
-``projections.gateway_report``.
+``projections.gateway_report``; reconciliation's classes are in ``domain.reconciliation``.
+
+Reconciliation is read with ``GET /v1/reports/reconciliation`` (read roles: nothing changes);
+``POST /v1/reports/reconciliation/run`` (command roles) also settles what the processor can
+settle, through the ledger's own reconciliation commands. A run is safe to repeat: each command
+repeats a call with its own idempotency key, so nothing moves twice.
 """
 
 from __future__ import annotations
@@ -15,13 +21,26 @@ from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
 from api.deps import (
+    CommandPrincipal,
     GatewayReportAtMinPosition,
     ReadPrincipal,
     SalesReportAtMinPosition,
     ServicesDep,
 )
 from api.errors import ApiError
-from api.schemas import CurrencyCode, GatewayReportOut, SalesReportOut
+from api.schemas import (
+    CurrencyCode,
+    GatewayReportOut,
+    ReconciliationReportOut,
+    ReconciliationRun,
+    SalesReportOut,
+)
+from application.reconciliation import (
+    BooksReconciliation,
+    ReconciliationReport,
+    processor_books,
+)
+from domain.reconciliation import ATTEMPT_KINDS, ReconciliationClass, ReconciliationItem
 from projections.sales_report import sales_groups, sales_totals
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -123,3 +142,108 @@ def gateway_report(
     _checked_period(date_from, date_to)
     rows = services.gateway_report.report(principal.tenant_id, date_from=date_from, date_to=date_to)
     return {"from": date_from, "to": date_to, "data": rows}
+
+
+_RECONCILIATION_RULES = (
+    "A call belongs to the UTC day its intent was recorded; a payment attempt's id, and a "
+    "capture's, void's or refund's id, is the idempotency key the processor keeps. 409 "
+    "`reconciliation_unavailable` when the configured processor offers no transaction listing."
+)
+ReconciliationDay = _day("date", "The UTC day to reconcile (YYYY-MM-DD)")
+IncludeMatched = Annotated[
+    bool, Query(description="List the matched items too (they are always counted)")
+]
+
+
+@router.get(
+    "/reconciliation",
+    response_model=ReconciliationReportOut,
+    description="Our payment attempts, captures, voids and refunds of a UTC day compared with "
+    "the processor's own transactions: counts per class and the items, ours beside theirs. "
+    "Nothing is changed (see `POST /v1/reports/reconciliation/run`). " + _RECONCILIATION_RULES,
+)
+def reconciliation_report(
+    principal: ReadPrincipal,
+    services: ServicesDep,
+    day: ReconciliationDay,
+    include_matched: IncludeMatched = False,
+) -> dict[str, Any]:
+    report = _reconciliation(services).report(principal.tenant_id, day)
+    return reconciliation_body(report, include_matched=include_matched)
+
+
+@router.post(
+    "/reconciliation/run",
+    response_model=ReconciliationReportOut,
+    description="Reconcile a UTC day and settle every settleable item (our outcome unknown, the "
+    "processor's final) with the ledger's reconciliation commands; the report is the one found "
+    "before settling, each settled item with its `resolution`. Safe to repeat. "
+    + _RECONCILIATION_RULES,
+)
+def run_reconciliation(
+    principal: CommandPrincipal,
+    services: ServicesDep,
+    body: ReconciliationRun,
+    include_matched: IncludeMatched = False,
+) -> dict[str, Any]:
+    report = _reconciliation(services).report(principal.tenant_id, body.day, settle=True)
+    return reconciliation_body(report, include_matched=include_matched)
+
+
+def _reconciliation(services: ServicesDep) -> BooksReconciliation:
+    """Raises 409 ``reconciliation_unavailable``."""
+    books = processor_books(services.ledger.gateway, services.sandbox_book)
+    if books is None:
+        raise ApiError(
+            409,
+            "invalid_request_error",
+            "reconciliation_unavailable",
+            "the configured processor offers no transaction listing to reconcile with",
+        )
+    return BooksReconciliation(services.ledger, books, lease_s=services.settings.reconcile_after_s)
+
+
+def reconciliation_body(report: ReconciliationReport, *, include_matched: bool) -> dict[str, Any]:
+    return {
+        "date": report.day,
+        "counts": report.result.counts,
+        "items": [
+            _item(item, report.resolutions.get(item.key) if item.key else None)
+            for item in report.result.items
+            if include_matched or item.classification is not ReconciliationClass.MATCHED
+        ],
+    }
+
+
+def _item(item: ReconciliationItem, resolution: str | None) -> dict[str, Any]:
+    ours, theirs = item.ours, item.theirs
+    is_attempt = item.kind in ATTEMPT_KINDS
+    return {
+        "classification": item.classification.value,
+        "order_id": item.order_id,
+        "kind": item.kind,
+        "attempt_id": item.key if is_attempt else None,
+        "call_id": None if is_attempt else item.key,
+        "ours": None
+        if ours is None
+        else {
+            "kind": ours.kind,
+            "state": ours.state,
+            "amount_minor": ours.amount_minor,
+            "currency": ours.currency,
+            "requested_at": ours.requested_at,
+        },
+        "theirs": None
+        if theirs is None
+        else {
+            "transaction_id": theirs.transaction_id,
+            "account_id": theirs.account_id,
+            "kind": theirs.kind,
+            "state": theirs.state,
+            "amount_minor": theirs.amount_minor,
+            "currency": theirs.currency,
+            "created_at": theirs.created_at,
+        },
+        "settleable": item.settleable,
+        "resolution": resolution,
+    }

@@ -3,7 +3,7 @@ through the API, read with ``min_position``; one tenant never sees another's; ba
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -87,6 +87,29 @@ def test_the_sales_report_sums_captures_and_refunds_per_group_and_currency(
     ]
 
 
+def no_chargebacks(captures_today: int) -> dict[str, Any]:
+    """The schemes' ratios without chargebacks: of the month of the period's last day, whose
+    transactions are today's captures (or, past a month's end, the previous month's)."""
+    today = datetime.now(UTC).date()
+    last_day = date.fromisoformat(period()["to"])
+    same_month = (last_day.year, last_day.month) == (today.year, today.month)
+    return {
+        "month": last_day.strftime("%Y-%m"),
+        "visa": {
+            "disputes": 0,
+            "transactions": captures_today if same_month else 0,
+            "ratio_bps": 0,
+            "band": "ok",
+        },
+        "mastercard": {
+            "chargebacks": 0,
+            "previous_month_transactions": 0 if same_month else captures_today,
+            "ratio_bps": 0,
+            "band": "ok",
+        },
+    }
+
+
 def test_the_gateway_report_counts_attempts_outcomes_and_volume_per_brand(
     acme: Merchant, acme_sales: int
 ) -> None:
@@ -106,8 +129,10 @@ def test_the_gateway_report_counts_attempts_outcomes_and_volume_per_brand(
             "volume_by_currency": {
                 "EUR": {"captured_minor": 3_000, "refunded_minor": 0, "chargebacks_minor": 0}
             },
+            "captures": 1,
             "chargebacks": 0,
             "chargeback_ratio_bps": 0,
+            "scheme_ratios": no_chargebacks(1),
         },
         {
             "gateway": "sandbox",
@@ -121,8 +146,10 @@ def test_the_gateway_report_counts_attempts_outcomes_and_volume_per_brand(
             "volume_by_currency": {
                 "USD": {"captured_minor": 15_001, "refunded_minor": 2_500, "chargebacks_minor": 0}
             },
+            "captures": 2,
             "chargebacks": 0,
             "chargeback_ratio_bps": 0,
+            "scheme_ratios": no_chargebacks(2),
         },
     ]
 

@@ -141,13 +141,16 @@ class FakeSpreedly:
             self._faults.append(fault)
 
     def add_purchase(self, *, amount_minor: int, description: str, created_at: datetime) -> None:
-        """Books a succeeded purchase directly, as if made earlier (for look-up tests)."""
+        """Books a succeeded purchase directly, as if made earlier (for look-up and listing
+        tests). Like Spreedly's, the books stay in creation order: lists read back in time."""
         card = self._cards[self.add_card()]
         with self._lock:
             transaction = self._transaction(
                 "Purchase", card, amount_minor, "USD", None, description
             )
             transaction["created_at"] = transaction["updated_at"] = _timestamp(created_at)
+            # Timestamps are whole UTC seconds in one format: their text sorts as their time.
+            self.transactions.sort(key=lambda t: t["created_at"])
 
     def charges_for(self, key: UUID) -> list[dict[str, Any]]:
         """Transactions made with ``key`` that took effect or may have: all but declines."""

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -141,6 +142,63 @@ def test_with_two_api_workers_a_stop_signal_stops_them_and_the_servers_within_10
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
     assert elapsed_s < STOP_DEADLINE_S
     assert "Traceback" not in serve.output()
+
+
+def test_in_process_mode_stops_on_sigterm_and_starts_no_children(data_dir):
+    serve = Serve(data_dir, "in-process", "--in-process")
+    serve.wait_ready()
+    assert _children(serve.process.pid, "api.cli") == []
+
+    elapsed_s = serve.stop(signal.SIGTERM)
+
+    assert serve.process.returncode == 0, serve.output()
+    assert servers_on(data_dir) == []
+    assert elapsed_s < STOP_DEADLINE_S
+
+
+def test_runners_and_job_worker_run_in_supervised_children_restarted_when_they_die(data_dir):
+    serve = Serve(data_dir, "children")
+    serve.wait_ready()
+    key = (data_dir / "admin-api-key").read_text().strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    base = f"http://127.0.0.1:{serve.port}"
+    runners = _wait_for_children(serve.process.pid, "api.cli project")
+    workers = _wait_for_children(serve.process.pid, "api.cli worker")
+    assert len(runners) == 1 and len(workers) == 1, (runners, workers)
+
+    os.kill(runners[0], signal.SIGKILL)
+    restarted = _wait_for_children(serve.process.pid, "api.cli project", other_than=runners)
+    assert len(restarted) == 1, serve.output()
+    # Read-your-writes across processes: the API process waits for the runners' process.
+    customer = {"email": "a@example.com", "name": "Ada", "country": "US", "currency": "USD"}
+    created = httpx.post(f"{base}/v1/customers", json=customer, headers=headers)
+    assert created.status_code == 201, created.text
+    read = f"{base}/v1/customers/{created.json()['id']}"
+    params = {"min_position": created.headers["X-Ledger-Position"]}
+    deadline = time.monotonic() + START_DEADLINE_S
+    while (response := httpx.get(read, params=params, headers=headers)).status_code == 504:
+        assert time.monotonic() < deadline, "the restarted runners never applied the write"
+    assert response.status_code == 200, response.text
+    assert response.json()["email"] == "a@example.com"
+
+    elapsed_s = serve.stop(signal.SIGTERM)
+
+    assert serve.process.returncode == 0, serve.output()
+    assert servers_on(data_dir) == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in [*restarted, *workers])
+    assert elapsed_s < STOP_DEADLINE_S
+    assert "Traceback" not in serve.output()
+
+
+def _wait_for_children(pid: int, marker: str, other_than: Sequence[int] = ()) -> list[int]:
+    """The children of ``pid`` matching ``marker`` (other than those given), once there are."""
+    deadline = time.monotonic() + START_DEADLINE_S
+    while time.monotonic() < deadline:
+        found = [child for child in _children(pid, marker) if child not in other_than]
+        if found:
+            return found
+        time.sleep(0.1)
+    return []
 
 
 def _children(pid: int, marker: str) -> list[int]:

@@ -202,6 +202,10 @@ def test_each_tokenization_of_the_same_card_gives_a_new_token(vault: SandboxVaul
         ("4000000000000069", False, "expired_card"),
         ("4000000000000127", False, "incorrect_cvc"),
         ("4012888888881881", False, "generic_decline"),
+        ("4000000000009987", False, "lost_card"),
+        ("4000000000009979", False, "stolen_card"),
+        ("4100000000000019", False, "fraudulent"),
+        ("4000000000000259", True, None),  # the dispute card: charged, disputed later
         ("4111111111111111", True, None),  # any other valid number succeeds
     ],
 )
@@ -272,3 +276,36 @@ def test_different_idempotency_keys_give_different_transaction_ids(vault: Sandbo
 
 def test_the_sandbox_gateway_is_named_sandbox() -> None:
     assert SandboxGateway.name == "sandbox"
+
+
+def test_the_timeout_card_charges_but_loses_the_first_answer(vault: SandboxVault) -> None:
+    gateway = SandboxGateway()
+    token = tokenize(vault, "4000000000000911").token
+    key = uuid4()
+    request = {"token": token, "amount_minor": 1000, "currency": "USD", "idempotency_key": key}
+
+    with pytest.raises(TimeoutError):
+        gateway.purchase(**request, **CHARGE)
+    status = gateway.status(account_id="acme", idempotency_key=key)
+    repeat = gateway.purchase(**request, **CHARGE)
+
+    assert status is not None and status.succeeded
+    assert repeat == status
+    assert [t.status for _, t in gateway.book.transactions("acme")] == ["succeeded"]
+
+
+def test_an_account_marked_with_a_decline_code_declines_every_card(vault: SandboxVault) -> None:
+    gateway = SandboxGateway()
+    token = tokenize(vault, "4242424242424242").token
+    declining = {"account_id": "eu+decline_insufficient_funds", "reference": "order-1"}
+
+    declined = gateway.purchase(
+        token=token, amount_minor=1000, currency="USD", idempotency_key=uuid4(), **declining
+    )
+    approved = gateway.purchase(
+        token=token, amount_minor=1000, currency="USD", idempotency_key=uuid4(), **CHARGE
+    )
+
+    assert (declined.succeeded, declined.decline_code) == (False, "insufficient_funds")
+    assert approved.succeeded
+    assert len(gateway.book.transactions("eu+decline_insufficient_funds")) == 1
