@@ -63,8 +63,27 @@ _PRODUCTS = [
     ("SKU-STARTER-KIT", 12900),
     ("SKU-REFILL", 1900),
 ]
-# Mostly good cards, with the sandbox's declines sprinkled in.
-_CARDS = ["4242424242424242"] * 8 + ["5555555555554444", "4000000000000002", "4000000000009995"]
+# Mostly good cards, with the sandbox's declines and its dispute card sprinkled in.
+_CARDS = ["4242424242424242"] * 7 + [
+    "5555555555554444",
+    "4000000000000002",
+    "4000000000009995",
+    "4000000000000259",
+]
+_CURRENCIES = sorted({currency for _country, currency in _MARKETS})
+# Three merchant accounts at the sandbox processor; the third soft-declines every card
+# (``+decline_<code>``), so the demo shows cascades to the others and, after enough declines, a
+# tripped circuit breaker.
+_GATEWAYS = [
+    {"name": "Northwind Merchant Services", "weight": 60, "processor_account": "northwind"},
+    {"name": "Harbor Payments", "weight": 40, "processor_account": "harbor"},
+    {
+        "name": "Legacy Acquirer",
+        "weight": 20,
+        "processor_account": "legacy+decline_insufficient_funds",
+    },
+]
+_CHARGEBACK_REASONS = ["10.4", "13.1", "4837", "4853"]
 
 
 def _scaled_price(price_minor_usd: int, currency: str) -> int:
@@ -84,9 +103,35 @@ def load_demo(
     seed: int = 42,
     progress: Callable[[int], None] = lambda _: None,
 ) -> dict[str, int]:
-    """Register customers with cards and orders (some declined, refunded or cancelled)."""
+    """Register gateways, customers with cards, and orders: most paid at once, some authorized
+    then captured or voided, some declined (cascading between gateways), refunded, cancelled,
+    charged back, or followed by a one-click upsell."""
     rng = random.Random(seed)
-    counts = {"customers": 0, "orders": 0, "refunds": 0, "cancellations": 0}
+    counts = {
+        "gateways": 0,
+        "customers": 0,
+        "orders": 0,
+        "refunds": 0,
+        "cancellations": 0,
+        "captures": 0,
+        "voids": 0,
+        "chargebacks": 0,
+        "upsells": 0,
+    }
+    for index, gateway in enumerate(_GATEWAYS):
+        ledger.register_gateway(
+            tenant_id=tenant_id,
+            config={
+                "processor": "sandbox",
+                "currencies": _CURRENCIES,
+                "card_brands": ["visa", "mastercard", "amex"],
+                "monthly_cap_minor": 500_000_000,
+                "chargeback_ratio_threshold_bps": 100,
+                **gateway,
+            },
+            idempotency_key=f"demo-{seed}-gateway-{index}",
+        )
+        counts["gateways"] += 1
     for index in range(customers):
         key = f"demo-{seed}-{index}"
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
@@ -119,21 +164,52 @@ def load_demo(
                 for sku, price in rng.sample(_PRODUCTS, rng.randint(1, 3))
             ]
             pay = rng.random() < 0.9
+            mode = "authorize" if rng.random() < 0.1 else "purchase"
             order = ledger.place_order(
                 tenant_id=tenant_id,
                 customer_id=customer_id,
                 currency=currency,
                 lines=lines,
-                payment={"payment_method_id": method.body["id"], "mode": "purchase"}
-                if pay
-                else None,
+                payment={"payment_method_id": method.body["id"], "mode": mode} if pay else None,
                 source=rng.choice(["web", "web", "phone", "affiliate"]),
                 idempotency_key=f"{key}-order-{order_index}",
             )
             counts["orders"] += 1
             order_id = UUID(order.body["id"])
             status = order.body["status"]
-            if status == "paid" and rng.random() < 0.15:
+            if status == "authorized":
+                if rng.random() < 0.75:
+                    ledger.capture_order(
+                        tenant_id=tenant_id,
+                        order_id=order_id,
+                        idempotency_key=f"{key}-capture-{order_index}",
+                    )
+                    counts["captures"] += 1
+                else:
+                    ledger.void_order(
+                        tenant_id=tenant_id,
+                        order_id=order_id,
+                        idempotency_key=f"{key}-void-{order_index}",
+                    )
+                    counts["voids"] += 1
+            elif status == "paid" and rng.random() < 0.06:
+                _dispute(ledger, rng, tenant_id, order_id, order.body, f"{key}-{order_index}")
+                counts["chargebacks"] += 1
+            elif status == "paid" and rng.random() < 0.1:
+                ledger.place_upsell(
+                    tenant_id=tenant_id,
+                    parent_order_id=order_id,
+                    lines=[
+                        {
+                            "sku": "SKU-REFILL",
+                            "quantity": 1,
+                            "unit_price_minor": _scaled_price(1900, currency),
+                        }
+                    ],
+                    idempotency_key=f"{key}-upsell-{order_index}",
+                )
+                counts["upsells"] += 1
+            elif status == "paid" and rng.random() < 0.15:
                 amount = order.body["captured_minor"] // rng.choice([1, 2])
                 ledger.refund_order(
                     tenant_id=tenant_id,
@@ -153,3 +229,30 @@ def load_demo(
                 counts["cancellations"] += 1
         progress(index + 1)
     return counts
+
+
+def _dispute(
+    ledger: Ledger,
+    rng: random.Random,
+    tenant_id: str,
+    order_id: UUID,
+    order: dict,
+    key: str,
+) -> None:
+    """Open a chargeback for the order's captured amount; resolve most of them, won or lost."""
+    opened = ledger.open_chargeback(
+        tenant_id=tenant_id,
+        order_id=order_id,
+        amount_minor=order["captured_minor"],
+        reason_code=rng.choice(_CHARGEBACK_REASONS),
+        idempotency_key=f"{key}-chargeback",
+    )
+    if rng.random() < 0.7:
+        chargeback = opened.body["payment"]["chargebacks"][-1]
+        ledger.resolve_chargeback(
+            tenant_id=tenant_id,
+            order_id=order_id,
+            chargeback_id=chargeback["id"],
+            outcome=rng.choice(["won", "lost"]),
+            idempotency_key=f"{key}-chargeback-resolve",
+        )
