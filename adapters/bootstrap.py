@@ -25,6 +25,7 @@ from adapters.embedded import EmbeddedPostgres, EmbeddedRedis
 from adapters.gateway_figures import MemoryGatewayFigures, PgGatewayFigures
 from adapters.gateways.sandbox import SandboxGateway, SandboxVault
 from adapters.gateways.sandbox_book import PgSandboxBook, SandboxBook
+from adapters.gateways.spreedly_accounts import SpreedlyAccounts
 from adapters.jobs import (
     ConfirmationSweeper,
     DispatchView,
@@ -209,6 +210,10 @@ class Services:
         if client is not None:
             client.connection_pool.disconnect()
         self.ledger.close()
+        for processor in self.ledger.processors.values():
+            close = getattr(processor, "close", None)
+            if close is not None:
+                close()
         for service in reversed(self._embedded):
             service.stop()
 
@@ -247,6 +252,24 @@ def bootstrap_ledger(
     )
 
 
+def processors_from(settings: Settings) -> dict[str, PaymentGateway]:
+    """The routed processors the settings configure besides the default sandbox: ``spreedly``
+    when its URL, environment key and access secret are all given (else its gateways are
+    skipped by routing, ``processor_not_configured``)."""
+    processors: dict[str, PaymentGateway] = {}
+    if (
+        settings.spreedly_url
+        and settings.spreedly_environment_key
+        and settings.spreedly_access_secret
+    ):
+        processors["spreedly"] = SpreedlyAccounts(
+            settings.spreedly_url,
+            settings.spreedly_environment_key,
+            settings.spreedly_access_secret,
+        )
+    return processors
+
+
 def routing_config(settings: Settings) -> RoutingConfig:
     return RoutingConfig(
         mode=settings.routing_mode,
@@ -255,6 +278,7 @@ def routing_config(settings: Settings) -> RoutingConfig:
         cascade_depth=settings.cascade_depth,
         breaker_sample_min=settings.breaker_sample_min,
         breaker_approval_rate_bps_min=settings.breaker_approval_rate_bps_min,
+        chargeback_breaker_transactions_min=settings.chargeback_breaker_transactions_min,
     )
 
 
@@ -282,6 +306,7 @@ def bootstrap(
         env,
         vault=vault,
         gateway=gateway,
+        processors=processors_from(settings),
         routing=routing_config(settings),
         fingerprint_secret=_secret(database_url, settings.db_schema, "idempotency_fingerprint"),
     )

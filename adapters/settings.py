@@ -100,6 +100,25 @@ class Settings(BaseSettings):
         le=10_000,
         description="A gateway whose recent approval rate falls below this is tripped",
     )
+    spreedly_url: str | None = Field(
+        default=None,
+        description="Spreedly's API (https://core.spreedly.com); with the key and secret, "
+        "gateways of processor 'spreedly' are routed there (processor_account: the Spreedly "
+        "gateway token)",
+    )
+    spreedly_environment_key: str | None = Field(
+        default=None, description="The Spreedly environment key (HTTP basic user)"
+    )
+    spreedly_access_secret: str | None = Field(
+        default=None, repr=False, description="The Spreedly access secret (HTTP basic password)"
+    )
+    chargeback_breaker_transactions_min: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Settled transactions a gateway needs this month before its chargeback "
+        "ratio may trip it",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the log file (and of stderr with the json format)"
     )

@@ -473,12 +473,46 @@ class GatewayFiguresOut(BaseModel):
     scheme_ratios: SchemeRatiosOut
 
 
+class CapCurrencyOut(BaseModel):
+    committed_minor: int = Field(
+        ge=0,
+        description="The month's volume in this currency as routing counts it against the "
+        "cap: approved purchases and authorizations, gross (refunds and chargebacks not "
+        "deducted), plus amounts reserved for attempts whose outcome is not known yet",
+    )
+    remaining_minor: int = Field(
+        ge=0, description="monthly_cap_minor − committed_minor, never below 0"
+    )
+    used_bps: int = Field(
+        ge=0,
+        description="committed_minor × 10,000 ÷ monthly_cap_minor, rounded down; above 10,000 "
+        "when the cap was lowered below the volume",
+    )
+
+
+class GatewayCapOut(BaseModel):
+    gateway_id: UUID
+    gateway: str = Field(description="The gateway's name, as in the rows of `data`")
+    month: str = Field(description="YYYY-MM: the UTC month of `to`")
+    monthly_cap_minor: int = Field(
+        gt=0, description="The cap, in minor units, for each currency separately"
+    )
+    by_currency: dict[str, CapCurrencyOut] = Field(
+        description="Each currency the gateway accepts, and any other it has volume in"
+    )
+
+
 class GatewayReportOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     date_from: date = Field(alias="from")
     date_to: date = Field(alias="to")
     data: list[GatewayFiguresOut] = Field(description="By gateway, then brand")
+    monthly_caps: list[GatewayCapOut] = Field(
+        description="Each routed gateway of the tenant (none without gateways), in the order "
+        "they were registered: its monthly cap beside its volume of the month of `to`, per "
+        "currency as routing counts the cap; for the current month, what routing sees now"
+    )
 
 
 ReconciliationClassName = Literal[

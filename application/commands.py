@@ -171,6 +171,7 @@ class LedgerBase(Application[UUID]):
         try:
             position = self.save_all([*step.aggregates, record])
         except ConcurrentModification:
+            self.abandoned(step.aggregates)  # nothing of this step was saved
             # A concurrent request with the same key may have won the race: answer as it did.
             winner = self._idempotency_record(tenant_id, idempotency_key, digest)
             if winner is None:
@@ -199,6 +200,10 @@ class LedgerBase(Application[UUID]):
         return age > timedelta(seconds=CLAIM_LEASE_S) or bool(
             record.resume and self.no_longer_in_flight(record.resume)
         )
+
+    def abandoned(self, aggregates: list[Any]) -> None:
+        """Undo what preparing ``aggregates`` held outside the event store (a gateway's cap
+        reservation): their save was refused, so they never happened."""
 
     def no_longer_in_flight(self, resume: dict[str, Any]) -> bool:
         """Whether no request can still be running the claimed command: its gateway's answer

@@ -126,7 +126,7 @@ def load_demo(
                 "currencies": _CURRENCIES,
                 "card_brands": ["visa", "mastercard", "amex"],
                 "monthly_cap_minor": 500_000_000,
-                "chargeback_ratio_threshold_bps": 100,
+                "chargeback_ratio_threshold_bps": 500,
                 **gateway,
             },
             idempotency_key=f"demo-{seed}-gateway-{index}",
@@ -192,7 +192,7 @@ def load_demo(
                         idempotency_key=f"{key}-void-{order_index}",
                     )
                     counts["voids"] += 1
-            elif status == "paid" and rng.random() < 0.06:
+            elif status == "paid" and rng.random() < 0.02:
                 _dispute(ledger, rng, tenant_id, order_id, order.body, f"{key}-{order_index}")
                 counts["chargebacks"] += 1
             elif status == "paid" and rng.random() < 0.1:

@@ -12,17 +12,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError
 
 from application.commands import CommandResult, Step
 from application.customers import CustomerCommands
+from application.gateways import count_chargeback
 from application.payments import PaymentCommands
 from domain.customer import Customer
 from domain.errors import NotFound
-from domain.order import Order, OrderStatus, ParentOrderNotPaid, PaymentOutcome
+from domain.gateway import Gateway
+from domain.order import (
+    Order,
+    OrderStatus,
+    ParentOrderNotPaid,
+    PaymentInProgress,
+    PaymentOutcome,
+)
 from domain.payment_attempt import AttemptStatus
+
+_CHARGEBACK_NAMESPACE = uuid5(NAMESPACE_URL, "https://commerce-ledger/chargebacks")
 
 
 class OrderNotFound(NotFound):
@@ -218,13 +228,17 @@ class OrderCommands(CustomerCommands, PaymentCommands):
         currency, linked to it, purchased at once with the card that paid the parent (or
         ``payment_method_id``, another card of that customer), exactly like ``place_order``.
 
+        The upsell is recorded on the parent (``Order.place_upsell``) in its intent's save.
         Raises ``OrderNotFound``, ``ParentOrderNotPaid``, ``CustomerNotFound``,
         ``PaymentMethodNotFound``, ``InvalidOrderLines``, ``InvalidAmount``,
+        ``ConcurrentModification`` (the parent changed meanwhile: a chargeback, another upsell),
         ``IdempotencyKeyReused``, ``IdempotencyKeyInProgress``, ``GatewayOutcomeUnknown``.
         """
         command = PlaceUpsell(
             parent_order_id=parent_order_id, lines=lines, payment_method_id=payment_method_id
         )
+
+        held: list[Order] = []  # the parent, saved with the upsell's intent
 
         def build() -> Placement:
             parent = self.get_order(tenant_id, parent_order_id)
@@ -239,9 +253,14 @@ class OrderCommands(CustomerCommands, PaymentCommands):
                 parent_order_id=parent.id,
             )
             method_id = payment_method_id or self._paying_method_id(parent)
+            # Recorded on the parent in the intent's save: a chargeback of the parent saved
+            # since it was read conflicts (409), and one opened later finds this upsell's
+            # payment in progress (``_require_no_upsell_in_progress``).
+            parent.place_upsell(upsell_order_id=order.id)
+            held[:] = [parent]
             return customer, order, {"payment_method_id": str(method_id), "mode": "purchase"}
 
-        return self._place(tenant_id, idempotency_key, command, build, True)
+        return self._place(tenant_id, idempotency_key, command, build, True, held)
 
     def _paying_method_id(self, order: Order) -> UUID:
         """The payment method of the order's latest succeeded attempt. Raises
@@ -258,20 +277,25 @@ class OrderCommands(CustomerCommands, PaymentCommands):
         command: Any,
         build: Callable[[], Placement],
         purchases: bool,
+        held: list[Order] | None = None,
     ) -> CommandResult:
         """Save a new order, and with a payment its purchase intent; then call the gateway and
-        save the outcome (one machinery for orders and upsells: keys, in-progress, unknown)."""
+        save the outcome (one machinery for orders and upsells: keys, in-progress, unknown).
+        ``held``: other orders ``build`` changed (an upsell's parent), saved with the order."""
         saved: list[Any] = []  # what prepare saved, for finish right after it
 
         def prepare() -> Step:
             customer, order, payment = build()
+            also = list(held or ())
             if payment is None:
-                return Step([order], order_body(order))
+                return Step([*also, order], order_body(order))
             # The attempt, then what routing records with it (the card's scheme usage).
             attempt, *companions = self.purchase_intent(customer, order, payment)
             saved[:] = [customer, order, attempt]
             return Step(
-                [order, attempt, *companions], order_body(order), {"attempt_id": str(attempt.id)}
+                [*also, order, attempt, *companions],
+                order_body(order),
+                {"attempt_id": str(attempt.id)},
             )
 
         def finish(resume: dict[str, Any], first: bool) -> Step:
@@ -417,22 +441,65 @@ class OrderCommands(CustomerCommands, PaymentCommands):
     ) -> CommandResult:
         """Record a chargeback opened by the card network (bookkeeping: no gateway call).
 
+        The chargeback counts against the gateway that captured the order (none for a tenant
+        without gateways); when it brings the gateway's chargeback ratio to its threshold, the
+        gateway is tripped in the same save (``application.gateways.count_chargeback``).
         Raises ``OrderNotFound``, ``OrderNotDisputable``, ``ChargebackExceedsCaptured``,
-        ``InvalidAmount``, ``InvalidReasonCode``, ``ConcurrentModification``,
-        ``IdempotencyKeyReused``.
+        ``InvalidAmount``, ``InvalidReasonCode``, ``PaymentInProgress`` (an upsell of the order
+        is being charged), ``ConcurrentModification``, ``IdempotencyKeyReused``.
         """
         command = OpenChargeback(
             order_id=order_id, amount_minor=amount_minor, reason_code=reason_code
         )
+        # Under a key, a retry after a failed save opens the same chargeback: counted once.
+        chargeback_id = str(
+            uuid4()
+            if idempotency_key is None
+            else uuid5(_CHARGEBACK_NAMESPACE, f"{tenant_id}:{idempotency_key}")
+        )
 
         def prepare() -> Step:
             order = self.get_order(tenant_id, order_id)
+            self._require_no_upsell_in_progress(order)
             order.open_chargeback(
-                chargeback_id=str(uuid4()), amount_minor=amount_minor, reason_code=reason_code
+                chargeback_id=chargeback_id, amount_minor=amount_minor, reason_code=reason_code
             )
-            return Step([order], order_body(order))
+            tripped = self._count_chargeback(order, chargeback_id)
+            return Step([order, *tripped], order_body(order))
 
         return self.run(tenant_id, idempotency_key, command, prepare)
+
+    def _require_no_upsell_in_progress(self, order: Order) -> None:
+        """Raises ``PaymentInProgress`` while an upsell following the order is at the gateway:
+        the chargeback waits for its outcome (an upsell placed later finds the order disputed;
+        one placed meanwhile conflicts on the order's version)."""
+        for upsell_id in order.upsell_order_ids:
+            if self.get_order(order.tenant_id, upsell_id).status is OrderStatus.PROCESSING:
+                raise PaymentInProgress(
+                    "an upsell of this order is being charged; retry once it has an outcome"
+                )
+
+    def _count_chargeback(self, order: Order, chargeback_id: str) -> list[Gateway]:
+        """The capturing gateway, tripped, if this chargeback brought its ratio to the
+        threshold; nothing for an order no routed gateway captured."""
+        captured_by = next(
+            (
+                attempt.gateway_id
+                for attempt in reversed(self.attempts(order))
+                if attempt.status is AttemptStatus.SUCCEEDED
+            ),
+            None,
+        )
+        if captured_by is None:
+            return []
+        gateway = self.get_gateway(order.tenant_id, UUID(captured_by))
+        return count_chargeback(
+            gateway,
+            self._figures(),
+            chargeback_id=chargeback_id,
+            at=self.now(),
+            transactions_min=self.routing.chargeback_breaker_transactions_min,
+        )
 
     def resolve_chargeback(
         self,

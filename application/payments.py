@@ -17,6 +17,11 @@ mid-cascade neither charges a finished attempt again nor skips one. Each routed 
 counted in the gateway's figures (``GatewayFigures``, once per attempt) as soon as it is known,
 and a collapsed approval rate trips the gateway's breaker in the save of the outcome.
 Routed attempts count against the card scheme's retry limits (``CardUsage``).
+The monthly cap holds under concurrency: each routed intent reserves its amount on the chosen
+gateway in the figures (atomically against the cap) before it is saved; a refused reservation is
+routed around (``over_cap`` in the decision). A decline frees the reservation, an approval keeps
+it, an unknown outcome keeps it until learnt; an intent whose save is refused frees it
+(``abandoned``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from eventsourcing.utils import EnvType
 from application.commands import OUTCOME_SAVE_ATTEMPTS, ConcurrentModification
 from application.gateways import OUTCOMES_READ, GatewayCommands, GatewayFigures, month_of
 from application.ports import GatewayOutcome, PaymentGateway
-from domain.card_usage import CardAttemptLimitReached, CardUsage, token_digest
+from domain.card_usage import CardAttemptLimitReached, CardUsage, card_digest
 from domain.customer import Customer
 from domain.errors import DomainError, InvalidInput
 from domain.gateway import Gateway
@@ -163,46 +168,82 @@ class PaymentCommands(GatewayCommands):
             attempted = [*previous.routing.get("attempted_before", []), str(previous.gateway_id)]
         # Deterministic per order and attempt, recorded in the decision: replays choose the same.
         digest = hashlib.sha256(f"{order.id}:{len(order.attempt_ids)}".encode()).digest()
-        decision = route(
-            [gateway.snapshot() for gateway in gateways],
-            facts,
-            self._health(gateways),
-            seed=int.from_bytes(digest[:8], "big"),
-            config=self.routing,
-            processors=frozenset({self.gateway.name, *self.processors}),
-            already_attempted=attempted,
-        )
-        if decision.chosen is None:
-            if previous is None:
-                raise NoEligibleGateway(
-                    "no gateway of this tenant accepts this payment: "
-                    + ", ".join(
-                        f"{e['gateway_id']} {e['reason']}" for e in decision.record["excluded"]
-                    ),
-                    param="payment",
-                )
-            return None
-        gateway = next(g for g in gateways if str(g.id) == decision.chosen)
-        record = {
-            **decision.record,
-            "cascade_index": 0 if previous is None else previous.cascade_index + 1,
-            "cascade_from": None if previous is None else str(previous.id),
-            "attempted_before": attempted,
-        }
-        attempt = PaymentAttempt(
-            tenant_id=order.tenant_id,
-            order_id=order.id,
-            payment_method_id=UUID(method["id"]),
-            kind=kind,
-            gateway=gateway.name,
-            amount_minor=order.total_minor,
-            currency=order.currency,
-            gateway_id=str(gateway.id),
-            processor=gateway.processor,
-            account_id=gateway.account_id,
-            routing=record,
-        )
-        usage = self._card_usage(order.tenant_id, method["token"])
+        # The chosen gateway's cap is held by a reservation of the amount (atomic in the
+        # figures); one refused (concurrent payments took its headroom since the figures were
+        # read) is routed around, on fresh figures, and recorded as ``over_cap``.
+        over_cap: list[str] = []
+        while True:
+            decision = route(
+                [gateway.snapshot() for gateway in gateways],
+                facts,
+                self._health(gateways),
+                seed=int.from_bytes(digest[:8], "big"),
+                config=self.routing,
+                processors=frozenset({self.gateway.name, *self.processors}),
+                already_attempted=attempted,
+                over_cap=over_cap,
+            )
+            if decision.chosen is None:
+                if previous is None:
+                    raise NoEligibleGateway(
+                        "no gateway of this tenant accepts this payment: "
+                        + ", ".join(
+                            f"{e['gateway_id']} {e['reason']}" for e in decision.record["excluded"]
+                        ),
+                        param="payment",
+                    )
+                return None
+            gateway = next(g for g in gateways if str(g.id) == decision.chosen)
+            record = {
+                **decision.record,
+                "cascade_index": 0 if previous is None else previous.cascade_index + 1,
+                "cascade_from": None if previous is None else str(previous.id),
+                "attempted_before": attempted,
+            }
+            attempt = PaymentAttempt(
+                tenant_id=order.tenant_id,
+                order_id=order.id,
+                payment_method_id=UUID(method["id"]),
+                kind=kind,
+                gateway=gateway.name,
+                amount_minor=order.total_minor,
+                currency=order.currency,
+                gateway_id=str(gateway.id),
+                processor=gateway.processor,
+                account_id=gateway.account_id,
+                routing=record,
+            )
+            if self._figures().reserve(
+                gateway_id=str(gateway.id),
+                attempt_id=attempt.id,
+                month=month_of(self.now()),
+                currency=attempt.currency,
+                amount_minor=attempt.amount_minor,
+                cap_minor=gateway.monthly_cap_minor,
+            ):
+                break
+            over_cap.append(str(gateway.id))
+        try:
+            intent = self._counted_intent(order, method, kind, attempt, str(gateway.id), previous)
+        except BaseException:
+            self._figures().release(attempt.id)  # no intent: nothing may hold the cap
+            raise
+        if intent is None:
+            self._figures().release(attempt.id)
+        return intent
+
+    def _counted_intent(
+        self,
+        order: Order,
+        method: dict[str, Any],
+        kind: str,
+        attempt: PaymentAttempt,
+        gateway_id: str,
+        previous: PaymentAttempt | None,
+    ) -> list[Aggregate] | None:
+        """The attempt counted in the card's scheme usage and requested on the order, with the
+        usage; None when a cascade reaches the card's limit."""
+        usage = self._card_usage(order.tenant_id, order.customer_id, method)
         try:
             usage.count_attempt(brand=method["brand"], attempt_id=attempt.id, at=self.now())
         except CardAttemptLimitReached:
@@ -212,16 +253,21 @@ class PaymentCommands(GatewayCommands):
         order.request_payment(
             attempt_id=attempt.id,
             kind=kind,
-            gateway=str(gateway.id),
+            gateway=gateway_id,
             amount_minor=order.total_minor,
         )
         return [attempt, usage]
 
-    def _card_usage(self, tenant_id: str, token: str) -> CardUsage:
+    def _card_usage(self, tenant_id: str, customer_id: UUID, method: dict[str, Any]) -> CardUsage:
+        """The card's scheme usage, keyed by the customer and the card (brand, BIN, last 4,
+        expiry), not by the vault token: attaching the same card again must not reset its
+        count. Per customer, so that customers sharing a processor's test card (the sandbox,
+        the demo) do not share one count and one aggregate version."""
+        digest = card_digest(method, str(customer_id))
         try:
-            usage = self.repository.get(CardUsage.create_id(tenant_id, token_digest(token)))
+            usage = self.repository.get(CardUsage.create_id(tenant_id, digest))
         except AggregateNotFoundError:
-            return CardUsage.start(tenant_id, token)
+            return CardUsage.start(tenant_id, digest)
         assert isinstance(usage, CardUsage)
         return usage
 
@@ -257,6 +303,7 @@ class PaymentCommands(GatewayCommands):
                 # The decline and the next intent in one transaction, before the next call.
                 self.save_all([*aggregates, *following])
             except ConcurrentModification:
+                self.abandoned(following)  # the next intent was not saved: free its cap
                 saved = None  # load the chain again: the retry follows it where it got to
                 continue
             next_attempt = following[0]
@@ -303,6 +350,17 @@ class PaymentCommands(GatewayCommands):
             order.record_decline(attempt_id=attempt.id, decline_code=decline_code)
         return order, [attempt, order, *self._record_health(attempt)], True
 
+    def abandoned(self, aggregates: list[Any]) -> None:
+        """Free the cap reservations of routed intents whose save was refused (never sent)."""
+        for aggregate in aggregates:
+            if (
+                isinstance(aggregate, PaymentAttempt)
+                and aggregate.gateway_id is not None
+                and aggregate.status is AttemptStatus.REQUESTED
+                and self.gateway_figures is not None
+            ):
+                self.gateway_figures.release(aggregate.id)
+
     def _figures(self) -> GatewayFigures:
         assert self.gateway_figures is not None, "routed payments need gateway figures"
         return self.gateway_figures
@@ -321,6 +379,12 @@ class PaymentCommands(GatewayCommands):
         if attempt.gateway_id is None or attempt.routing is None:
             return []
         approved = attempt.status is AttemptStatus.SUCCEEDED
+        if attempt.status is AttemptStatus.DECLINED and attempt.hard_decline:
+            # A hard decline (lost or stolen card, fraud, ...) is about the card, not the
+            # gateway: a burst of them (card testing) must not trip a healthy gateway, nor
+            # steer adaptive routing. Its cap reservation is freed; nothing is counted.
+            self._figures().release(attempt.id)
+            return []
         now = self.now()
         self._figures().record(
             gateway_id=attempt.gateway_id,

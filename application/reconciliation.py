@@ -29,6 +29,7 @@ from eventsourcing.utils import get_topic
 
 from application.ledger import Ledger
 from application.ports import ProcessorBooks, ProcessorTransaction
+from domain.gateway import tenant_of_account_id
 from domain.order import Order
 from domain.reconciliation import (
     ATTEMPT_KINDS,
@@ -86,7 +87,8 @@ class BooksReconciliation:
     ``accounts_of(tenant_id)``: the processor accounts the tenant's calls go to; by default the
     ledger's ``processor_accounts`` (the tenant's own account, named by its id, and each of its
     gateways'). ``tenant_of_account``: the other way round, for an account none of the day's
-    tenants has (None: no tenant's); by default the account's name itself. ``lease_s``: a
+    tenants has (None: no tenant's); by default the tenant a gateway's account is scoped to
+    (``domain.gateway.tenant_of_account_id``), or the account's name itself. ``lease_s``: a
     call still ``requested`` and younger than this may be in the middle of its own request, which
     will finish it: it is not settled.
     """
@@ -97,7 +99,7 @@ class BooksReconciliation:
         books: ProcessorBooks,
         *,
         accounts_of: Callable[[str], Iterable[str]] | None = None,
-        tenant_of_account: Callable[[str], str | None] = lambda account_id: account_id,
+        tenant_of_account: Callable[[str], str | None] = tenant_of_account_id,
         lease_s: float = 60.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:

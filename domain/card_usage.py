@@ -2,7 +2,8 @@
 
 The schemes fine merchants who retry a card too often: Visa allows 15 attempts per card in 30
 days; Mastercard 10 in 30 days (its rule is for recurring payments; it is applied to every
-Mastercard attempt here, the safe side). ``CardUsage`` counts attempts of one card token —
+Mastercard attempt here, the safe side). ``CardUsage`` counts attempts of one card (keyed by
+``card_digest``, so re-attaching the card under a new vault token does not reset it) —
 first attempts, cascades and retries alike — and refuses one more above the limit. It is saved
 in the same transaction as the attempt's intent, and its version is checked at save: two
 concurrent attempts of one card cannot both take the last allowed one.
@@ -33,9 +34,18 @@ class CardAttemptLimitReached(InvalidTransition):
     code = "card_attempt_limit_reached"
 
 
-def token_digest(token: str) -> str:
-    """A digest of the vault token: the usage is keyed without keeping the token itself."""
-    return hashlib.sha256(token.encode()).hexdigest()
+def card_digest(method: dict, owner: str) -> str:
+    """A digest of what identifies the card itself (brand, BIN, last 4, expiry) for its
+    ``owner`` (the customer), whatever vault token it was given: the same card attached twice is
+    one card to the schemes. Two cards that share all of these are counted together (the safe
+    side). Nothing here is secret: the fields are kept on the customer in clear."""
+    identity = ":".join(
+        [
+            owner,
+            *(str(method[field]) for field in ("brand", "bin", "last4", "exp_month", "exp_year")),
+        ]
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()
 
 
 class CardUsage(Aggregate):
@@ -52,8 +62,8 @@ class CardUsage(Aggregate):
         self.attempted_at: list[datetime] = []
 
     @classmethod
-    def start(cls, tenant_id: str, token: str) -> CardUsage:
-        return cls(tenant_id=tenant_id, token_hash=token_digest(token))
+    def start(cls, tenant_id: str, card_hash: str) -> CardUsage:
+        return cls(tenant_id=tenant_id, token_hash=card_hash)
 
     def attempts_within(self, window: timedelta, now: datetime) -> int:
         return sum(1 for moment in self.attempted_at if moment > now - window)

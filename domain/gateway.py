@@ -27,6 +27,11 @@ from domain.money import validate_amount_minor, validate_currency
 from domain.routing import GatewaySnapshot
 
 PROCESSORS = ("sandbox", "spreedly")
+# Processors whose account ids are the processor's own (a Spreedly gateway token): given as is.
+# Every other processor's books are ours to name: a gateway's account there is scoped to its
+# tenant (``tenant_account_id``), so no tenant can name another tenant's account.
+PROCESSORS_NAMING_ACCOUNTS = frozenset({"spreedly"})
+ACCOUNT_SCOPE_SEPARATOR = "/"
 CARD_BRANDS = ("visa", "mastercard", "amex", "discover", "jcb", "diners", "unionpay")
 NAME_LENGTH_MAX = 100
 ACCOUNT_LENGTH_MAX = 100
@@ -296,8 +301,10 @@ class Gateway(Aggregate):
 
     @property
     def account_id(self) -> str:
-        """The merchant account at the processor: its own books (the gateway id by default)."""
-        return self.processor_account or str(self.id)
+        """The merchant account at the processor: its own books (the gateway id by default),
+        scoped to the gateway's tenant (``tenant_account_id``)."""
+        account = self.processor_account or str(self.id)
+        return tenant_account_id(self.tenant_id, self.processor, account)
 
     def snapshot(self) -> GatewaySnapshot:
         return GatewaySnapshot(
@@ -338,3 +345,28 @@ class GatewayDirectory(Aggregate):
 
 def gateway_directory_id(tenant_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"directory:{tenant_id}")
+
+
+def tenant_account_id(tenant_id: str, processor: str, account: str) -> str:
+    """The account id a tenant's routed attempt gives its processor adapter for ``account``
+    (a gateway's ``processor_account`` or id): ``<tenant_id>/<account>``, so two tenants'
+    accounts never coincide and none is a tenant's own default account (named by the tenant
+    id). A processor naming its accounts itself (``PROCESSORS_NAMING_ACCOUNTS``) gets ``account``.
+
+    Attempts recorded before accounts were scoped keep the account id they recorded.
+    """
+    if processor in PROCESSORS_NAMING_ACCOUNTS:
+        return account
+    return f"{tenant_id}{ACCOUNT_SCOPE_SEPARATOR}{account}"
+
+
+def tenant_of_account_id(account_id: str) -> str:
+    """The tenant of an account id: the scope of a ``tenant_account_id``, else the id itself
+    (a tenant's default account is named by the tenant id)."""
+    return account_id.partition(ACCOUNT_SCOPE_SEPARATOR)[0]
+
+
+def is_tenant_account_id(tenant_id: str, account_id: str) -> bool:
+    """Whether the account is the tenant's own: its default account (named by the tenant id) or
+    one scoped to it by ``tenant_account_id``."""
+    return account_id == tenant_id or account_id.startswith(tenant_id + ACCOUNT_SCOPE_SEPARATOR)

@@ -355,6 +355,8 @@ class Order(Aggregate):
         # A capture or void of the authorization sent to the gateway and not yet answered.
         self.pending_operation: dict | None = None
         self.operations_outcome_unknown: list[str] = []
+        # The one-click upsells that followed this order (``place_upsell``), in order.
+        self.upsell_order_ids: list[UUID] = []
 
     @property
     def number(self) -> str:
@@ -751,6 +753,18 @@ class Order(Aggregate):
                 f"an upsell follows a paid order; this one is {self.status.value}",
                 param="order_id",
             )
+
+    def place_upsell(self, *, upsell_order_id: UUID) -> None:
+        """Record a one-click upsell following this order, saved with the upsell's purchase
+        intent: a chargeback (or another upsell) of this order saved meanwhile conflicts on its
+        version, so an upsell never follows a disputed order. Raises ``ParentOrderNotPaid``.
+        """
+        self.require_upsell_parent()
+        self._upsell_placed(upsell_order_id=upsell_order_id)
+
+    @event("UpsellPlaced")
+    def _upsell_placed(self, *, upsell_order_id: UUID) -> None:
+        self.upsell_order_ids.append(upsell_order_id)
 
     def open_chargeback(self, *, chargeback_id: str, amount_minor: int, reason_code: str) -> None:
         """Record a chargeback the card network opened against captured money.

@@ -7,8 +7,12 @@ attempt's ``Requested`` event can be replayed by an auditor from the inputs it a
 
 Filters, in order (the first that fails is the reason a gateway is excluded): disabled, tripped
 (circuit breaker), processor not configured, currency, card brand, BIN range, country, monthly
-cap. The cap is per currency: a gateway's approved volume this month in the payment's currency
-plus the payment may not exceed ``monthly_cap_minor``.
+cap. The cap is per currency: a gateway's volume this month in the payment's currency (approved,
+plus amounts reserved for attempts in flight) plus the payment may not exceed
+``monthly_cap_minor``. The cap is enforced by reserving the amount on the chosen gateway when the
+attempt is recorded: a gateway whose reservation was refused (concurrent payments took its
+headroom) is passed as ``over_cap`` and excluded with that reason, so the decision still replays
+from what it records.
 
 Ordering:
 - ``static``: a weighted draw without replacement (Efraimidis–Spirakis keys from a hash of the
@@ -73,6 +77,11 @@ class RoutingConfig:
     cascade_depth: int = CASCADE_DEPTH_DEFAULT
     breaker_sample_min: int = 20
     breaker_approval_rate_bps_min: int = 2_000
+    # Settled transactions a gateway needs in the window before its chargeback ratio may trip
+    # it: one chargeback on two sales is 5,000 bps but says nothing yet, and below 100 a single
+    # chargeback moves the ratio by a whole percent or more (the schemes' own programmes start
+    # at 100 too).
+    chargeback_breaker_transactions_min: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +123,14 @@ class GatewayHealth:
 
     approved_minor_by_currency: Mapping[str, int] = field(default_factory=dict)
     outcomes: tuple[tuple[str, bool], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChargebackCounts:
+    """A gateway's chargebacks and settled transactions over one window (the breaker's input)."""
+
+    chargebacks: int = 0
+    settled_transactions: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,15 +224,19 @@ def route(
     config: RoutingConfig,
     processors: frozenset[str] | None = None,
     already_attempted: Iterable[str] = (),
+    over_cap: Iterable[str] = (),
 ) -> RoutingDecision:
     """Order the gateways that may take ``payment``; record every exclusion and the choice."""
     attempted = set(already_attempted)
+    refused = set(over_cap)
     excluded: list[dict[str, str]] = []
     eligible: list[GatewaySnapshot] = []
     for gateway in sorted(gateways, key=lambda g: g.gateway_id):
         reason = (
             "already_attempted"
             if gateway.gateway_id in attempted
+            else "over_cap"
+            if gateway.gateway_id in refused
             else exclusion_reason(
                 gateway, payment, health.get(gateway.gateway_id, _EMPTY), processors
             )
@@ -309,19 +330,29 @@ def breaker_verdict(outcomes: Sequence[tuple[str, bool]], config: RoutingConfig)
 
 
 def chargeback_ratio_verdict(
-    chargebacks: int, settled_transactions: int, threshold_bps: int | None
+    chargebacks: int,
+    settled_transactions: int,
+    threshold_bps: int | None,
+    *,
+    transactions_min: int = 1,
 ) -> str | None:
     """Why a gateway's breaker trips on its chargeback ratio, or None.
 
-    The hook for the chargeback figures (Visa rule: this month's disputes over this month's
-    settled transactions); the caller records ``Gateway.trip`` with the reason.
+    The ratio follows the Visa rule: this month's disputes over this month's settled
+    transactions, in basis points rounded down. It trips when the gateway has a threshold, at
+    least ``transactions_min`` settled transactions (a minimum sample) and a ratio at or above
+    the threshold; the caller records ``Gateway.trip`` with the reason.
     """
-    if threshold_bps is None or settled_transactions <= 0:
+    if threshold_bps is None or settled_transactions < max(transactions_min, 1):
         return None
     ratio_bps = chargebacks * BPS // settled_transactions
     if ratio_bps < threshold_bps:
         return None
-    return f"chargeback ratio {ratio_bps} bps reached the threshold of {threshold_bps} bps"
+    return (
+        f"chargeback ratio {ratio_bps} bps ({chargebacks} chargebacks over "
+        f"{settled_transactions} settled transactions) reached the threshold of "
+        f"{threshold_bps} bps"
+    )
 
 
 _EMPTY = GatewayHealth()

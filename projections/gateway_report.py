@@ -163,7 +163,12 @@ class GatewayReportView(ReportView):
             )
             declines = curs.fetchall()
             month_from = date_to.replace(day=1)
-            previous_month_from = (month_from - timedelta(days=1)).replace(day=1)
+            # January of year 1 has no previous month: the Mastercard rule then sees none.
+            previous_month_from = (
+                (month_from - timedelta(days=1)).replace(day=1)
+                if month_from > date.min
+                else month_from
+            )
             curs.execute(
                 SQL(
                     "SELECT gateway, brand,"

@@ -10,7 +10,7 @@ charged.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
@@ -83,9 +83,10 @@ class SandboxBook(Protocol):
         ...
 
     def transactions(
-        self, account_id: str, *, after: int = 0, limit: int = 100
+        self, account_id: str | Collection[str], *, after: int = 0, limit: int = 100
     ) -> list[tuple[int, SandboxTransaction]]:
-        """(sequence number, transaction) in execution order, after a sequence number."""
+        """(sequence number, transaction) of an account (or of any of several) in execution
+        order, after a sequence number."""
         ...
 
     def transactions_on(
@@ -130,11 +131,12 @@ class MemorySandboxBook:
             return self._by_key(idempotency_key)
 
     def transactions(
-        self, account_id: str, *, after: int = 0, limit: int = 100
+        self, account_id: str | Collection[str], *, after: int = 0, limit: int = 100
     ) -> list[tuple[int, SandboxTransaction]]:
+        accounts = _accounts(account_id)
         with self._lock:
             numbered = list(enumerate(self._rows, start=1))
-        return [(n, t) for n, t in numbered if n > after and t.account_id == account_id][:limit]
+        return [(n, t) for n, t in numbered if n > after and t.account_id in accounts][:limit]
 
     def transactions_on(
         self, day: date, account_id: str | None = None
@@ -249,15 +251,15 @@ class PgSandboxBook:
             return self._by_key(curs, idempotency_key)
 
     def transactions(
-        self, account_id: str, *, after: int = 0, limit: int = 100
+        self, account_id: str | Collection[str], *, after: int = 0, limit: int = 100
     ) -> list[tuple[int, SandboxTransaction]]:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
                 SQL(
-                    "SELECT seq, " + _COLUMNS + " FROM {} WHERE account_id = %s AND seq > %s"
+                    "SELECT seq, " + _COLUMNS + " FROM {} WHERE account_id = ANY(%s) AND seq > %s"
                     " ORDER BY seq LIMIT %s"
                 ).format(self.table),
-                (account_id, after, limit),
+                (sorted(_accounts(account_id)), after, limit),
             )
             rows = curs.fetchall()
         return [(row.pop("seq"), SandboxTransaction(**row)) for row in (dict(r) for r in rows)]
@@ -276,3 +278,7 @@ class PgSandboxBook:
             )
             rows = curs.fetchall()
         return [SandboxTransaction(**row).as_processor_transaction() for row in rows]
+
+
+def _accounts(account_id: str | Collection[str]) -> frozenset[str]:
+    return frozenset({account_id} if isinstance(account_id, str) else account_id)

@@ -26,7 +26,8 @@ def open_chargeback(
 ) -> dict[str, Any]:
     """Record a chargeback: the order is `disputed` (refunds are refused, 409
     `order_disputed`) until it is resolved. The new chargeback is the last of
-    `payment.chargebacks`."""
+    `payment.chargebacks`. 409 `payment_in_progress` while an upsell of the order is being
+    charged: retry once it has its outcome."""
     result = services.ledger.open_chargeback(
         tenant_id=principal.tenant_id,
         order_id=order_id,
@@ -79,7 +80,8 @@ def place_upsell(
 ) -> dict[str, Any]:
     """Place a one-click upsell: a new order linked to this one (`parent_order_id`), purchased
     at once with the card that paid it. A declined payment still records the order (201,
-    status `declined`)."""
+    status `declined`). It is recorded on the parent too: a chargeback of the parent saved
+    meanwhile makes it a 409 (`concurrent_modification`), and none follows a disputed parent."""
     result = services.ledger.place_upsell(
         tenant_id=principal.tenant_id,
         parent_order_id=order_id,

@@ -130,7 +130,8 @@ def sales_report(
     response_model=GatewayReportOut,
     description="Attempts, approvals, approval rate, declines by code, captured and refunded "
     "volume and chargeback figures per gateway and card brand; an attempt and its outcome "
-    "count on the UTC day it was requested, money on the day it moved. " + _PERIOD_RULES,
+    "count on the UTC day it was requested, money on the day it moved. `monthly_caps`: each "
+    "routed gateway's monthly cap beside its volume of the month of `to`. " + _PERIOD_RULES,
 )
 def gateway_report(
     principal: ReadPrincipal,
@@ -141,7 +142,8 @@ def gateway_report(
 ) -> dict[str, Any]:
     _checked_period(date_from, date_to)
     rows = services.gateway_report.report(principal.tenant_id, date_from=date_from, date_to=date_to)
-    return {"from": date_from, "to": date_to, "data": rows}
+    caps = services.ledger.monthly_caps(principal.tenant_id, month=date_to.strftime("%Y-%m"))
+    return {"from": date_from, "to": date_to, "data": rows, "monthly_caps": caps}
 
 
 _RECONCILIATION_RULES = (

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 from api.deps import AdminPrincipal, ServicesDep
 from api.errors import ApiError
 from api.schemas import SandboxTransactionPage
+from domain.gateway import is_tenant_account_id
 
 router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
 
@@ -29,7 +30,8 @@ def list_sandbox_transactions(
         str | None, Query(max_length=20, pattern=r"^[0-9]{1,19}$", description="next_cursor")
     ] = None,
 ) -> dict[str, Any]:
-    """Charges and refunds the sandbox processor executed for this tenant, oldest first.
+    """Charges and refunds the sandbox processor executed for this tenant, oldest first: on its
+    own account and on its gateways' (scoped to the tenant), never on another tenant's.
 
     404 ``sandbox_not_configured`` when another gateway is configured.
     """
@@ -42,7 +44,13 @@ def list_sandbox_transactions(
             "the sandbox gateway is not configured",
         )
     after = int(cursor) if cursor else 0
-    rows = book.transactions(principal.tenant_id, after=after, limit=limit + 1)
+    tenant_id = principal.tenant_id
+    accounts = [
+        account
+        for account in services.ledger.processor_accounts(tenant_id)
+        if is_tenant_account_id(tenant_id, account)
+    ]
+    rows = book.transactions(accounts, after=after, limit=limit + 1)
     page = rows[:limit]
     return {
         "data": [txn.as_dict() for _, txn in page],

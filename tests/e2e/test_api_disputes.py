@@ -3,6 +3,7 @@ an upsell charges the card that paid its parent, once per key."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -277,3 +278,45 @@ def test_disputed_orders_and_upsells_read_back_exactly_as_their_commands_answere
         )
         assert read.status_code == 200, read.text
         assert read.json() == answered
+
+
+class ChargebackDuringTheCharge:
+    """The sandbox, holding each purchase until ``during`` (a chargeback sent meanwhile) ran."""
+
+    def __init__(self, inner: Any, during: Any) -> None:
+        self.inner, self.name, self.book, self.during = inner, inner.name, inner.book, during
+        self.answers: list[httpx.Response] = []
+
+    def purchase(self, **request: Any) -> Any:
+        with ThreadPoolExecutor(1) as pool:  # another request, as the network would send it
+            self.answers.append(pool.submit(self.during).result(timeout=30))
+        return self.inner.purchase(**request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_an_upsell_racing_a_chargeback_of_its_parent_never_both_pass(
+    acme: Merchant, running_services: Any
+) -> None:
+    """A chargeback of the parent sent while the upsell charges the card waits for the
+    upsell's outcome (409 payment_in_progress); sent again then, it is opened, and an upsell
+    after it is refused: a disputing cardholder is never charged by a one-click upsell."""
+    _method, parent = paid(acme)
+    ledger = running_services.ledger
+    sandbox = ledger.gateway
+    racing = ChargebackDuringTheCharge(sandbox, lambda: chargeback(acme, parent["id"], 2500))
+    ledger.gateway = racing
+    try:
+        upsold = upsell(acme, parent["id"])
+    finally:
+        ledger.gateway = sandbox
+
+    assert upsold.status_code == 201 and upsold.json()["status"] == "paid", upsold.text
+    [during] = racing.answers
+    assert_error(during, 409, "payment_in_progress")
+    assert acme.get(f"/v1/orders/{parent['id']}").json()["status"] == "paid"
+    after = chargeback(acme, parent["id"], 2500)
+    assert after.status_code == 201 and after.json()["status"] == "disputed", after.text
+    assert_error(upsell(acme, parent["id"]), 409, "parent_order_not_paid")
+    assert charges(acme) == sorted([(parent["id"], 2500), (upsold.json()["id"], 1400)])

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import GOOD_CARD, Merchant, assert_error
+from adapters.settings import Settings
+from tests.e2e.conftest import GENERIC_DECLINE_CARD, GOOD_CARD, Merchant, assert_error
 
 pytestmark = pytest.mark.e2e
 
 LOST_CARD = "4000000000009987"
+
+
+@pytest.fixture
+def test_settings(test_settings: Settings) -> Settings:
+    """A small minimum sample for the chargeback breaker, so a test trips it with few sales."""
+    return test_settings.model_copy(update={"chargeback_breaker_transactions_min": 4})
 
 
 def gateway_body(name: str, **fields: Any) -> dict[str, Any]:
@@ -165,3 +175,122 @@ def test_registering_a_gateway_is_idempotent_per_key(acme: Merchant) -> None:
     assert first.status_code == again.status_code == 201
     assert again.headers["Idempotent-Replayed"] == "true"
     assert len(acme.get("/v1/gateways").json()["data"]) == 1
+
+
+def open_chargeback(merchant: Merchant, order: dict[str, Any]) -> dict[str, Any]:
+    response = merchant.post(
+        f"/v1/orders/{order['id']}/chargebacks",
+        {"amount_minor": order["total_minor"], "reason_code": "10.4"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_chargebacks_over_the_ratio_threshold_trip_the_gateway_until_it_is_reset(
+    acme: Merchant,
+) -> None:
+    risky = register(acme, "risky", weight=100, chargeback_ratio_threshold_bps=5_000)
+    backup = register(acme, "backup", weight=0)
+    customer_id, method_id = buyer(acme)
+    orders = [acme.paid_order(customer_id, method_id) for _ in range(4)]
+    assert {o["payment"]["history"][0]["gateway_id"] for o in orders} == {risky["id"]}
+
+    open_chargeback(acme, orders[0])  # 1 of 4 settled transactions: 2,500 bps
+    below = acme.get(f"/v1/gateways/{risky['id']}").json()
+    open_chargeback(acme, orders[1])  # 2 of 4: 5,000 bps, the threshold
+    tripped = acme.get(f"/v1/gateways/{risky['id']}").json()
+    skipped = acme.paid_order(customer_id, method_id)
+    reset = acme.post(f"/v1/gateways/{risky['id']}/reset")
+    routed_again = acme.paid_order(customer_id, method_id)
+
+    assert below["tripped"] is False
+    assert tripped["tripped"] is True
+    assert tripped["tripped_reason"].startswith("chargeback ratio 5000 bps")
+    assert [h["gateway_id"] for h in skipped["payment"]["history"]] == [backup["id"]]
+    assert reset.status_code == 200, reset.text
+    assert reset.json()["tripped"] is False
+    assert [h["gateway_id"] for h in routed_again["payment"]["history"]] == [risky["id"]]
+
+
+def test_the_gateway_report_shows_each_gateways_monthly_cap_beside_its_approved_volume(
+    acme: Merchant, globex: Merchant
+) -> None:
+    capped = register(acme, "capped", currencies=["USD", "EUR"], monthly_cap_minor=10_000)
+    customer_id, method_id = buyer(acme)
+    declining_customer_id, declining_id = buyer(acme, GENERIC_DECLINE_CARD)
+    acme.paid_order(customer_id, method_id, unit_price_minor=2_500)
+    last = acme.paid_order(customer_id, method_id, unit_price_minor=3_000)
+    declined = acme.place_order(declining_customer_id, declining_id, unit_price_minor=1_000)
+    assert declined.status_code == 201, declined.text
+    assert declined.json()["status"] == "declined"
+    today = datetime.now(UTC).date()
+    this_month = {"from": today.isoformat(), "to": today.isoformat()}
+    last_year = {"from": f"{today.year - 1}-06-01", "to": f"{today.year - 1}-06-30"}
+
+    report = acme.get("/v1/reports/gateways", params=this_month)
+    past = acme.get("/v1/reports/gateways", params=last_year).json()
+    other_tenant = globex.get("/v1/reports/gateways", params=this_month).json()
+
+    assert report.status_code == 200, report.text
+    assert report.json()["monthly_caps"] == [
+        {
+            "gateway_id": capped["id"],
+            "gateway": "capped",
+            "month": today.strftime("%Y-%m"),
+            "monthly_cap_minor": 10_000,
+            "by_currency": {
+                "USD": {"committed_minor": 5_500, "remaining_minor": 4_500, "used_bps": 5_500},
+                "EUR": {"committed_minor": 0, "remaining_minor": 10_000, "used_bps": 0},
+            },
+        }
+    ]
+    assert past["monthly_caps"][0]["by_currency"]["USD"]["committed_minor"] == 0
+    assert other_tenant["monthly_caps"] == []
+    assert last["payment"]["history"][0]["gateway_id"] == capped["id"]
+
+
+def test_parallel_purchases_never_take_a_gateway_over_its_monthly_cap(
+    acme: Merchant, running_services: Any
+) -> None:
+    """Each routed attempt reserves its amount on its gateway before the call: six purchases
+    of 2,500 at once through a cap of 5,000 pay two, and refuse the rest as over the cap."""
+    capped = register(acme, "capped", monthly_cap_minor=5_000)
+    buyers = []
+    for month in range(1, 7):  # six cards (by expiry), so no two share the card's scheme usage
+        customer_id = acme.customer()["id"]
+        body = {"card_number": GOOD_CARD, "exp_month": month, "exp_year": 2031, "cvc": "123"}
+        card = acme.post(f"/v1/customers/{customer_id}/payment-methods", body)
+        assert card.status_code == 201, card.text
+        buyers.append((customer_id, card.json()["id"]))
+    barrier = threading.Barrier(6)
+
+    def place(i: int) -> Any:
+        barrier.wait()
+        return acme.place_order(*buyers[i])
+
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(place, range(6)))
+
+    codes = [
+        (r.status_code, r.json().get("status") or r.json()["error"]["code"]) for r in responses
+    ]
+    paid = [r for r in responses if r.status_code == 201 and r.json()["status"] == "paid"]
+    today = datetime.now(UTC).date()
+    charged = [  # the processor's own books: what was really taken (only this tenant's)
+        t.amount_minor
+        for t in running_services.sandbox_book.transactions_on(today)
+        if t.kind == "purchase" and t.state == "succeeded"
+    ]
+    assert sum(charged) <= 5_000, codes
+    assert sum(charged) == 2_500 * len(paid), codes
+    for response in responses:
+        if response not in paid:
+            assert response.status_code in (409, 422), codes
+    if any(r.status_code == 422 for r in responses):
+        assert len(paid) == 2, codes  # refused only once the cap was really taken
+    day = {"from": today.isoformat(), "to": today.isoformat()}
+    report = acme.get("/v1/reports/gateways", params=day).json()
+    assert report["monthly_caps"][0]["gateway_id"] == capped["id"]
+    # Nothing stays held by the refused, conflicting or finished purchases.
+    usd = report["monthly_caps"][0]["by_currency"]["USD"]
+    assert usd.get("committed_minor", usd.get("approved_minor")) == sum(charged)

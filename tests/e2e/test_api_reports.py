@@ -230,3 +230,19 @@ def test_the_longest_period_is_366_days_and_group_by_is_one_of_four(acme: Mercha
         "validation_error",
     )
     assert error["param"] == "currency"
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("0001-01-01", "0001-01-01"),
+        ("9999-12-31", "9999-12-31"),
+        ("0001-12-01", "0001-12-31"),
+    ],
+)
+def test_periods_at_the_ends_of_the_calendar_are_answered(
+    acme: Merchant, start: str, end: str
+) -> None:
+    for path in ("/v1/reports/gateways", "/v1/reports/sales"):
+        response = acme.get(path, params={"from": start, "to": end})
+        assert response.status_code == 200, (path, response.text)

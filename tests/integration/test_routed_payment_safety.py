@@ -13,6 +13,7 @@ from adapters.bootstrap import Services, bootstrap
 from adapters.settings import Settings
 from application.commands import CLAIM_LEASE_S
 from application.idempotency import IdempotencyKeyInProgress
+from domain.gateway import tenant_account_id
 from tests.integration.payment_fakes import (
     TENANT,
     install_faulty_gateway,
@@ -47,7 +48,8 @@ def register(services: Services, name: str, **fields: Any) -> dict[str, Any]:
 
 def charges(services: Services, account_id: str) -> list[Any]:
     assert services.sandbox_book is not None
-    return [t for _, t in services.sandbox_book.transactions(account_id) if t.kind == "charge"]
+    account = tenant_account_id(TENANT, "sandbox", account_id)  # the gateway's, in the tenant's
+    return [t for _, t in services.sandbox_book.transactions(account) if t.kind == "charge"]
 
 
 def test_a_process_killed_mid_cascade_is_finished_by_a_retry_at_the_latest_attempt(

@@ -10,10 +10,12 @@ import pytest
 from adapters.gateways.sandbox import (
     SandboxGateway,
     SandboxVault,
+    account_decline_code,
     card_brand,
     luhn_valid,
 )
 from application.ports import CardRejected
+from domain.gateway import tenant_account_id
 
 TODAY = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
 EXP_YEAR = TODAY.year + 3
@@ -309,3 +311,26 @@ def test_an_account_marked_with_a_decline_code_declines_every_card(vault: Sandbo
     assert (declined.succeeded, declined.decline_code) == (False, "insufficient_funds")
     assert approved.succeeded
     assert len(gateway.book.transactions("eu+decline_insufficient_funds")) == 1
+
+
+def test_a_tenant_scoped_account_keeps_its_decline_mark_and_its_own_books(
+    vault: SandboxVault,
+) -> None:
+    gateway = SandboxGateway()
+    token = tokenize(vault, "4242424242424242").token
+    scoped = tenant_account_id("acme", "sandbox", "eu+decline_do_not_honor")
+
+    declined = gateway.purchase(
+        token=token,
+        amount_minor=1000,
+        currency="USD",
+        idempotency_key=uuid4(),
+        account_id=scoped,
+        reference="order-1",
+    )
+
+    assert scoped == "acme/eu+decline_do_not_honor"
+    assert account_decline_code(scoped) == "do_not_honor"
+    assert (declined.succeeded, declined.decline_code) == (False, "do_not_honor")
+    assert [t.account_id for _, t in gateway.book.transactions(["acme", scoped])] == [scoped]
+    assert gateway.book.transactions("eu+decline_do_not_honor") == []

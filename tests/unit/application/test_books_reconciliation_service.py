@@ -201,7 +201,11 @@ def test_a_routed_gateways_account_is_read_and_another_tenants_charge_on_it_is_n
 
     result = reconciliation.report(TENANT, TODAY).result
 
-    assert {t.account_id for t in gateway.book.transactions_on(TODAY)} == {"acct_shared"}
+    # The same processor_account is two accounts: each scoped to its tenant.
+    assert {t.account_id for t in gateway.book.transactions_on(TODAY)} == {
+        f"{TENANT}/acct_shared",
+        "globex/acct_shared",
+    }
     assert [(i.classification.value, i.theirs.amount_minor) for i in result.items] == [
         ("matched", 3000)
     ]

@@ -7,6 +7,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from application.commands import ConcurrentModification
 from application.idempotency import IdempotencyKeyReused
 from application.ledger import Ledger
 from application.orders import OrderNotFound
@@ -17,6 +18,7 @@ from domain.order import (
     OrderNotDisputable,
     OrderStatus,
     ParentOrderNotPaid,
+    PaymentInProgress,
 )
 from tests.unit.application.test_ledger import (
     GENERIC_DECLINE,
@@ -165,6 +167,76 @@ def test_an_upsell_of_an_unpaid_parent_raises_and_charges_nothing(
     with pytest.raises(OrderNotFound):
         app.place_upsell(tenant_id=TENANT_A, parent_order_id=uuid4(), lines=UPSELL_LINES)
     assert gateway.purchases == []
+
+
+def open_chargeback(app: Ledger, order_id: UUID) -> Any:
+    return app.open_chargeback(
+        tenant_id=TENANT_A, order_id=order_id, amount_minor=TOTAL_MINOR, reason_code="4837"
+    )
+
+
+def test_an_upsell_is_recorded_on_its_parent_in_its_intent(app: Ledger) -> None:
+    _customer_id, _method_id, parent = paid_order(app)
+    parent_id = UUID(parent["id"])
+
+    upsell = app.place_upsell(tenant_id=TENANT_A, parent_order_id=parent_id, lines=UPSELL_LINES)
+
+    held = app.get_order(TENANT_A, parent_id)
+    assert held.upsell_order_ids == [UUID(upsell.body["id"])]
+    assert held.status is OrderStatus.PAID
+    assert [type(e).__name__ for e in app.repository.event_store.get(parent_id)][-1] == (
+        "UpsellPlaced"
+    )
+
+
+def test_a_chargeback_saved_while_an_upsell_reads_its_parent_stops_the_upsell(
+    app: Ledger, gateway: CountingGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chargeback is saved after the upsell checked the parent, before its intent is saved:
+    the intent conflicts on the parent's version and the card is not charged again."""
+    _customer_id, _method_id, parent = paid_order(app)
+    parent_id = UUID(parent["id"])
+    get_customer = app.get_customer
+
+    def chargeback_meanwhile(tenant_id: str, customer_id: UUID) -> Any:
+        monkeypatch.setattr(app, "get_customer", get_customer)
+        open_chargeback(app, parent_id)
+        return get_customer(tenant_id, customer_id)
+
+    monkeypatch.setattr(app, "get_customer", chargeback_meanwhile)
+
+    with pytest.raises(ConcurrentModification):
+        app.place_upsell(tenant_id=TENANT_A, parent_order_id=parent_id, lines=UPSELL_LINES)
+    assert len(gateway.purchases) == 1  # the parent's only
+    assert app.get_order(TENANT_A, parent_id).status is OrderStatus.DISPUTED
+    with pytest.raises(ParentOrderNotPaid):  # a retry finds the parent disputed
+        app.place_upsell(tenant_id=TENANT_A, parent_order_id=parent_id, lines=UPSELL_LINES)
+    assert len(gateway.purchases) == 1
+
+
+def test_a_chargeback_waits_while_an_upsell_of_its_order_is_at_the_gateway(
+    app: Ledger, gateway: CountingGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _customer_id, _method_id, parent = paid_order(app)
+    parent_id = UUID(parent["id"])
+    refused: list[Exception] = []
+    purchase = gateway.purchase
+
+    def chargeback_during_the_charge(**request: Any) -> Any:
+        try:
+            open_chargeback(app, parent_id)
+        except PaymentInProgress as error:
+            refused.append(error)
+        return purchase(**request)
+
+    monkeypatch.setattr(gateway, "purchase", chargeback_during_the_charge)
+    upsell = app.place_upsell(tenant_id=TENANT_A, parent_order_id=parent_id, lines=UPSELL_LINES)
+    monkeypatch.setattr(gateway, "purchase", purchase)
+
+    assert upsell.body["status"] == "paid"
+    assert len(refused) == 1 and not app.get_order(TENANT_A, parent_id).chargebacks
+    # Once the upsell has its outcome, the chargeback is opened.
+    assert open_chargeback(app, parent_id).body["status"] == "disputed"
 
 
 def test_a_version_1_placed_loads_as_an_order_without_a_parent() -> None:

@@ -11,19 +11,20 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
 from adapters.bootstrap import bootstrap_ledger
 from adapters.gateways.sandbox import SandboxGateway, SandboxVault
-from application.commands import CLAIM_LEASE_S, GatewayOutcomeUnknown
+from application.commands import CLAIM_LEASE_S, ConcurrentModification, GatewayOutcomeUnknown
+from application.gateways import month_of
 from application.idempotency import IdempotencyKeyInProgress
 from application.ledger import Ledger
 from application.payments import NoEligibleGateway
 from application.ports import GatewayOutcome
 from domain.card_usage import CardAttemptLimitReached
-from domain.gateway import GatewayNotTripped, UnknownProcessor
+from domain.gateway import GatewayNotTripped, UnknownProcessor, tenant_account_id
 from domain.payment_attempt import AttemptStatus, PaymentAttempt
 from domain.routing import RoutingConfig
 
@@ -148,8 +149,14 @@ def attempt_of(app: Ledger, entry: dict[str, Any]) -> PaymentAttempt:
     return attempt
 
 
-def charges(sandbox: SandboxGateway, account_id: str) -> list[Any]:
-    return [t for _, t in sandbox.book.transactions(account_id) if t.kind == "charge"]
+def account(name: str) -> str:
+    """The sandbox account a gateway of the tenant's named ``name`` (its processor_account or
+    id) charges: scoped to the tenant."""
+    return tenant_account_id(TENANT, "sandbox", name)
+
+
+def charges(sandbox: SandboxGateway, name: str) -> list[Any]:
+    return [t for _, t in sandbox.book.transactions(account(name)) if t.kind == "charge"]
 
 
 def test_a_tenant_without_gateways_charges_the_default_sandbox_in_its_own_books(
@@ -196,7 +203,7 @@ def test_the_decision_is_recorded_in_the_requested_event_as_json(app: Ledger) ->
     order = purchase(app)
 
     attempt = attempt_of(app, order["payment"]["history"][0])
-    assert attempt.gateway_id == usd["id"] and attempt.account_id == usd["id"]
+    assert attempt.gateway_id == usd["id"] and attempt.account_id == account(usd["id"])
     requested = next(iter(app.events.get(attempt.id)))
     assert isinstance(requested, PaymentAttempt.Requested)
     decision = json.loads(json.dumps(requested.routing))
@@ -279,7 +286,7 @@ def test_a_crash_mid_cascade_is_resumed_by_a_retry_at_the_latest_attempt(
     assert [h["outcome"] for h in retry["payment"]["history"]] == ["declined", "succeeded"]
     assert len(charges(sandbox, second["id"])) == 1  # the retry learnt it: not charged again
     assert len(charges(sandbox, declining())) == 1  # the finished attempt was not sent again
-    assert sandbox.calls == [declining(), second["id"], second["id"]]
+    assert sandbox.calls == [account(declining()), account(second["id"]), account(second["id"])]
 
 
 def test_a_retry_after_a_lost_answer_in_a_cascade_looks_at_the_latest_attempt(
@@ -342,6 +349,106 @@ def test_a_collapsed_approval_rate_trips_the_gateway_which_routing_then_skips(
     assert again["payment"]["history"][0]["gateway_id"] == failing["id"]
     with pytest.raises(GatewayNotTripped):
         app.reset_gateway(tenant_id=TENANT, gateway_id=UUID(backup["id"]))
+
+
+def open_chargeback(app: Ledger, order: dict[str, Any], key: str | None = None) -> Any:
+    return app.open_chargeback(
+        tenant_id=TENANT,
+        order_id=UUID(order["id"]),
+        amount_minor=order["total_minor"],
+        reason_code="10.4",
+        idempotency_key=key,
+    )
+
+
+def test_chargebacks_reaching_the_ratio_threshold_trip_the_capturing_gateway_in_their_save(
+    sandbox: HookedSandbox, clock: Clock
+) -> None:
+    app = make_ledger(sandbox, clock, chargeback_breaker_transactions_min=4)
+    risky = register(app, "risky", weight=10_000, chargeback_ratio_threshold_bps=5_000)
+    backup = register(app, "backup", weight=0)
+    orders = [purchase(app, key=f"k{index}") for index in range(4)]
+    assert {order["payment"]["history"][0]["gateway_id"] for order in orders} == {risky["id"]}
+
+    open_chargeback(app, orders[0])  # 1 of 4 settled: 2,500 bps
+    below = app.read_gateway(TENANT, UUID(risky["id"]))
+    reaching = open_chargeback(app, orders[1])  # 2 of 4: 5,000 bps
+    tripped = app.read_gateway(TENANT, UUID(risky["id"]))
+    after_trip = purchase(app, key="after")
+
+    assert below["tripped"] is False
+    assert tripped["tripped"] is True
+    assert tripped["tripped_reason"].startswith("chargeback ratio 5000 bps")
+    # The chargeback and the trip are the last two events of one save.
+    saved = list(app.notification_log.select(start=reaching.position - 1, limit=2))
+    assert [n.topic.rsplit(".", 1)[-1] for n in saved] == ["ChargebackOpened", "Tripped"]
+    assert saved[-1].id == reaching.position
+    decision = attempt_of(app, after_trip["payment"]["history"][0]).routing
+    assert after_trip["payment"]["history"][0]["gateway_id"] == backup["id"]
+    assert decision is not None
+    assert {"gateway_id": risky["id"], "reason": "tripped"} in decision["excluded"]
+
+
+def test_a_reset_gateway_is_routed_again_and_judged_on_the_month_after_the_reset(
+    sandbox: HookedSandbox, clock: Clock
+) -> None:
+    app = make_ledger(sandbox, clock, chargeback_breaker_transactions_min=2)
+    risky = register(app, "risky", weight=10_000, chargeback_ratio_threshold_bps=5_000)
+    register(app, "backup", weight=0)
+    orders = [purchase(app, key=f"k{index}") for index in range(2)]
+    open_chargeback(app, orders[0])
+    assert app.read_gateway(TENANT, UUID(risky["id"]))["tripped"] is True
+
+    clock.now += timedelta(seconds=1)
+    app.reset_gateway(tenant_id=TENANT, gateway_id=UUID(risky["id"]))
+    clock.now += timedelta(seconds=1)
+    after_reset = purchase(app, key="after-reset")
+    open_chargeback(app, orders[1])  # one settled transaction since the reset: too few
+
+    assert after_reset["payment"]["history"][0]["gateway_id"] == risky["id"]
+    assert app.read_gateway(TENANT, UUID(risky["id"]))["tripped"] is False
+
+
+def test_one_chargeback_on_fewer_sales_than_the_minimum_sample_does_not_trip(app: Ledger) -> None:
+    gateway = register(app, "small", chargeback_ratio_threshold_bps=100)
+    orders = [purchase(app, key=f"k{index}") for index in range(2)]
+
+    open_chargeback(app, orders[0])  # 5,000 bps, on 2 of the 100 settled transactions needed
+
+    assert app.read_gateway(TENANT, UUID(gateway["id"]))["tripped"] is False
+
+
+def test_a_chargeback_retried_with_its_key_after_a_failed_save_counts_once(
+    sandbox: HookedSandbox, clock: Clock
+) -> None:
+    app = make_ledger(sandbox, clock, chargeback_breaker_transactions_min=2)
+    risky = register(app, "risky", chargeback_ratio_threshold_bps=10_000)
+    orders = [purchase(app, key=f"k{index}") for index in range(2)]
+    save_all = app.save_all
+
+    def failing_once(aggregates: list[Any]) -> int | None:
+        app.save_all = save_all  # type: ignore[method-assign]
+        raise ConcurrentModification("another request changed this resource")
+
+    app.save_all = failing_once  # type: ignore[method-assign]
+    with pytest.raises(ConcurrentModification):
+        open_chargeback(app, orders[0], key="cb-1")
+    open_chargeback(app, orders[0], key="cb-1")
+    open_chargeback(app, orders[1], key="cb-2")  # 2 of 2: 10,000 bps only if cb-1 counts once
+
+    assert app.read_gateway(TENANT, UUID(risky["id"]))["tripped"] is True
+    since = datetime(clock.now.year, clock.now.month, 1, tzinfo=UTC)
+    counts = app.gateway_figures.chargeback_counts(risky["id"], since=since)  # type: ignore[union-attr]
+    assert (counts.chargebacks, counts.settled_transactions) == (2, 2)
+
+
+def test_a_chargeback_on_an_order_of_a_tenant_without_gateways_trips_nothing(app: Ledger) -> None:
+    order = purchase(app)
+
+    opened = open_chargeback(app, order).body
+
+    assert opened["status"] == "disputed"
+    assert app.list_gateways(TENANT) == []
 
 
 def test_a_mastercard_is_attempted_at_most_10_times_in_30_days_cascades_included(
@@ -453,3 +560,148 @@ def test_adaptive_routing_moves_traffic_to_the_gateway_that_approves(
     assert decision is not None and decision["mode"] == "adaptive"
     scores = {c["gateway_id"]: c["score"]["score_bps"] for c in decision["considered"]}
     assert scores[healthy["id"]] > scores[failing["id"]]
+
+
+def test_attaching_the_same_card_again_does_not_reset_its_scheme_count(
+    app: Ledger, sandbox: HookedSandbox
+) -> None:
+    register(app, "first", weight=10_000, processor_account=declining())
+    register(app, "second", weight=0)
+    customer_id, method_id = customer_with_card(app, MASTERCARD)
+    for index in range(5):
+        app.place_order(**order_request(customer_id, method_id, key=f"k{index}"))
+    assert len(sandbox.calls) == 10
+
+    # The same card under a new vault token.
+    again = app.attach_payment_method(
+        tenant_id=TENANT,
+        customer_id=customer_id,
+        card_number=MASTERCARD,
+        exp_month=12,
+        exp_year=TODAY.year + 2,
+        cvc="123",
+    ).body
+    with pytest.raises(CardAttemptLimitReached):
+        app.place_order(**order_request(customer_id, again["id"], key="again"))
+    assert len(sandbox.calls) == 10
+
+
+# --- monthly cap reservations ------------------------------------------------------------------
+
+
+def committed(app: Ledger, clock: Clock, gateway: dict[str, Any]) -> int:
+    """What the gateway's figures count against its cap this month (approved and held)."""
+    assert app.gateway_figures is not None
+    volume = app.gateway_figures.approved_volume([gateway["id"]], month=month_of(clock()))
+    return volume[gateway["id"]].get("USD", 0)
+
+
+def test_a_gateway_whose_reservation_is_refused_is_routed_around_and_recorded_over_cap(
+    app: Ledger, clock: Clock
+) -> None:
+    small = register(app, "small", monthly_cap_minor=3000, weight=10_000)
+    large = register(app, "large", weight=0)
+    figures: Any = app.gateway_figures
+    reserve = figures.reserve
+
+    def raced(**request: Any) -> bool:
+        # A concurrent purchase takes the small gateway's headroom after the figures were read.
+        figures.reserve = reserve
+        assert reserve(**{**request, "attempt_id": uuid4(), "amount_minor": 2500})
+        return bool(reserve(**request))
+
+    figures.reserve = raced
+    paid = purchase(app)
+
+    decision = attempt_of(app, paid["payment"]["history"][0]).routing
+    assert paid["status"] == "paid"
+    assert paid["payment"]["history"][0]["gateway_id"] == large["id"]
+    assert decision is not None
+    assert {"gateway_id": small["id"], "reason": "over_cap"} in decision["excluded"]
+    # The decision records the figures it was taken on (read again after the refusal).
+    small_seen = next(c for c in decision["considered"] if c["gateway_id"] == small["id"])
+    assert small_seen["approved_minor"] == 2500
+    assert (committed(app, clock, small), committed(app, clock, large)) == (2500, 2500)
+
+
+def test_a_refused_reservation_with_no_other_gateway_is_no_eligible_gateway(
+    app: Ledger, clock: Clock
+) -> None:
+    only = register(app, "only", monthly_cap_minor=2500)
+    figures: Any = app.gateway_figures
+    figures.reserve = lambda **request: False
+
+    with pytest.raises(NoEligibleGateway, match="over_cap"):
+        purchase(app)
+    assert committed(app, clock, only) == 0
+
+
+def test_a_decline_releases_its_reservation_and_an_approval_counts_once(
+    app: Ledger, clock: Clock
+) -> None:
+    first = register(app, "first", weight=10_000, processor_account=declining())
+    second = register(app, "second", weight=0, monthly_cap_minor=2500)
+
+    paid = purchase(app, key="k1")
+    again = purchase(app, key="k2")
+
+    assert paid["status"] == "paid"
+    assert (committed(app, clock, first), committed(app, clock, second)) == (0, 2500)
+    # The second purchase: declined by the first, and the second's cap is taken.
+    assert again["status"] == "declined"
+    assert [h["gateway_id"] for h in again["payment"]["history"]] == [first["id"]]
+    assert committed(app, clock, first) == 0
+
+
+def test_an_unknown_outcome_keeps_its_reservation_until_the_outcome_is_learnt(
+    app: Ledger, clock: Clock
+) -> None:
+    only = register(app, "only", monthly_cap_minor=2500)
+    customer_id, method_id = customer_with_card(app, TIMEOUT_CARD)
+    request = order_request(customer_id, method_id, key="checkout-1")
+
+    with pytest.raises(GatewayOutcomeUnknown):
+        app.place_order(**request)
+    held = committed(app, clock, only)
+    with pytest.raises(NoEligibleGateway):
+        purchase(app, key="k2")  # the money may have moved: the cap stays taken
+    retry = app.place_order(**request).body
+
+    assert held == 2500
+    assert retry["status"] == "paid"
+    assert committed(app, clock, only) == 2500  # learnt: kept, not added again
+
+
+def test_an_intent_whose_save_is_refused_frees_its_reservation(
+    app: Ledger, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only = register(app, "only", monthly_cap_minor=2500)
+    customer_id, method_id = customer_with_card(app)
+    save_all = app.save_all
+
+    def conflicting(aggregates: Any) -> Any:
+        if any(isinstance(a, PaymentAttempt) for a in aggregates):
+            raise ConcurrentModification("another request saved first")
+        return save_all(aggregates)
+
+    monkeypatch.setattr(app, "save_all", conflicting)
+    with pytest.raises(ConcurrentModification):
+        app.place_order(**order_request(customer_id, method_id))
+    monkeypatch.setattr(app, "save_all", save_all)
+
+    assert committed(app, clock, only) == 0
+    assert purchase(app, key="k2")["status"] == "paid"
+
+
+def test_a_burst_of_hard_declines_is_the_cards_fault_and_never_trips_the_gateway(
+    sandbox: HookedSandbox, clock: Clock
+) -> None:
+    app = make_ledger(
+        sandbox, clock, breaker_sample_min=3, breaker_approval_rate_bps_min=5000, window_size=10
+    )
+    only = register(app, "only")
+    for index in range(6):  # card testing: lost cards, each declined for the card's own reason
+        assert purchase(app, card=LOST_CARD, key=f"lost-{index}")["status"] == "declined"
+
+    assert app.read_gateway(TENANT, UUID(only["id"]))["tripped"] is False
+    assert purchase(app, key="honest")["status"] == "paid"

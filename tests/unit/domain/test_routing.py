@@ -189,6 +189,15 @@ def test_already_attempted_gateways_are_excluded_from_a_cascade() -> None:
     assert decision.record["excluded"] == [{"gateway_id": "a", "reason": "already_attempted"}]
 
 
+def test_gateways_whose_cap_reservation_was_refused_are_excluded_as_over_cap() -> None:
+    decision = route(
+        [gateway("a", weight=100), gateway("b")], PAYMENT, {}, seed=5, config=STATIC, over_cap=["a"]
+    )
+
+    assert decision.ordered == ("b",)
+    assert decision.record["excluded"] == [{"gateway_id": "a", "reason": "over_cap"}]
+
+
 def test_bin_ranges_compare_on_the_digits_both_have() -> None:
     assert bin_in_range("424242", "42424200", "42424299")
     assert bin_in_range("424242", "400000", "499999")
@@ -217,11 +226,19 @@ def test_the_breaker_trips_below_the_approval_rate_once_the_sample_is_large_enou
     assert breaker_verdict((("USD:visa", True),) * 2 + three_failures[:2], config) is None
 
 
-def test_the_chargeback_hook_trips_at_the_threshold() -> None:
+def test_the_chargeback_ratio_trips_at_the_threshold() -> None:
     assert chargeback_ratio_verdict(1, 100, 100) is not None
     assert chargeback_ratio_verdict(0, 100, 100) is None
+    assert chargeback_ratio_verdict(1, 101, 100) is None  # 99 bps, rounded down
     assert chargeback_ratio_verdict(5, 0, 100) is None
     assert chargeback_ratio_verdict(5, 10, None) is None
+
+
+def test_the_chargeback_ratio_needs_the_minimum_sample_of_settled_transactions() -> None:
+    assert chargeback_ratio_verdict(1, 2, 100, transactions_min=20) is None
+    assert chargeback_ratio_verdict(1, 19, 100, transactions_min=20) is None
+    verdict = chargeback_ratio_verdict(1, 20, 100, transactions_min=20)
+    assert verdict is not None and "500 bps" in verdict
 
 
 def test_an_unseen_gateway_scores_one_half() -> None:
