@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from adapters.periodic import Periodic
 from application.ledger import Ledger
-from application.reconciliation import BooksReconciliation, processor_books
+from application.reconciliation import BooksReconciliation, books_reconciliation
 from domain.reconciliation import ReconciliationClass
 
 logger = logging.getLogger(__name__)
@@ -47,12 +47,14 @@ class DailyBooksReconciliation:
     def of(
         cls, ledger: Ledger, sandbox_book: object | None, *, interval_s: float, delay_s: float
     ) -> DailyBooksReconciliation | None:
-        """The job for the configured processor; None if it offers no transaction listing."""
-        books = processor_books(ledger.gateway, sandbox_book)
-        if books is None:
+        """The job for the configured processor, reading each routed gateway's account at its own
+        processor when that one offers a listing (``books_reconciliation``); None if the
+        configured processor offers no transaction listing."""
+        reconciliation = books_reconciliation(ledger, sandbox_book)
+        if reconciliation is None:
             logger.info("the processor offers no transaction listing: no daily reconciliation")
             return None
-        return cls(BooksReconciliation(ledger, books), interval_s=interval_s, delay_s=delay_s)
+        return cls(reconciliation, interval_s=interval_s, delay_s=delay_s)
 
     def run_if_due(self) -> dict[str, dict[str, int]]:
         """Reconcile yesterday once it is complete, if not yet done by this process."""

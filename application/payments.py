@@ -16,7 +16,8 @@ gateway is called; a retry of the command follows the links to the latest attemp
 mid-cascade neither charges a finished attempt again nor skips one. Each routed outcome is
 counted in the gateway's figures (``GatewayFigures``, once per attempt) as soon as it is known,
 and a collapsed approval rate trips the gateway's breaker in the save of the outcome.
-Routed attempts count against the card scheme's retry limits (``CardUsage``).
+Every attempt (routed or on the default processor) counts against the card scheme's retry
+limits (``CardUsage``), saved with its intent.
 The monthly cap holds under concurrency: each routed intent reserves its amount on the chosen
 gateway in the figures (atomically against the cap) before it is saved; a refused reservation is
 routed around (``over_cap`` in the decision). A decline frees the reservation, an approval keeps
@@ -134,13 +135,10 @@ class PaymentCommands(GatewayCommands):
             amount_minor=order.total_minor,
             currency=order.currency,
         )
-        order.request_payment(
-            attempt_id=attempt.id,
-            kind=mode,
-            gateway=self.gateway.name,
-            amount_minor=order.total_minor,
-        )
-        return [attempt]
+        # The default processor's attempts count against the card's scheme limits too.
+        intent = self._counted_intent(order, method, mode, attempt, self.gateway.name, None)
+        assert intent is not None  # a first attempt raises instead
+        return intent
 
     def _routed_intent(
         self,
@@ -242,7 +240,8 @@ class PaymentCommands(GatewayCommands):
         previous: PaymentAttempt | None,
     ) -> list[Aggregate] | None:
         """The attempt counted in the card's scheme usage and requested on the order, with the
-        usage; None when a cascade reaches the card's limit."""
+        usage; None when a cascade reaches the card's limit. ``gateway_id``: what the order
+        records as the attempt's gateway (the gateway's id, or the default processor's name)."""
         usage = self._card_usage(order.tenant_id, order.customer_id, method)
         try:
             usage.count_attempt(brand=method["brand"], attempt_id=attempt.id, at=self.now())

@@ -19,7 +19,7 @@ is reported for staff.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -292,3 +292,65 @@ def processor_books(gateway: object, sandbox_book: object | None) -> ProcessorBo
         if isinstance(candidate, ProcessorBooks):
             return candidate
     return None
+
+
+class RoutedBooks:
+    """The books of every processor a tenant's calls go to, read account by account.
+
+    ``default``: the configured processor's books (the sandbox's), which keep the tenant's own
+    account and every account of a gateway whose processor has no listing of its own.
+    ``processors``: the ledger's routed processors by name; those offering a listing
+    (``ProcessorBooks``) are read for their gateways' accounts, e.g. a Spreedly gateway token at
+    that token's client. Which processor keeps an account is learnt from the tenants' gateways
+    by ``accounts_of`` (the ``accounts_of`` of ``BooksReconciliation``), which reconciliation
+    asks before reading any account of the tenant; an account never seen there is the default's.
+    """
+
+    def __init__(
+        self, ledger: Ledger, default: ProcessorBooks, processors: Mapping[str, object]
+    ) -> None:
+        self.ledger = ledger
+        self.default = default
+        self.routes: dict[str, ProcessorBooks] = {
+            name: processor
+            for name, processor in processors.items()
+            if isinstance(processor, ProcessorBooks)
+        }
+        self._processor_of: dict[str, str] = {}
+
+    def accounts_of(self, tenant_id: str) -> list[str]:
+        """The tenant's accounts (``Ledger.processor_accounts``), remembering which routed
+        processor keeps each of its gateways' accounts."""
+        accounts = [tenant_id]
+        for gateway in self.ledger.tenant_gateways(tenant_id):
+            if gateway.processor in self.routes:
+                self._processor_of[gateway.account_id] = gateway.processor
+            accounts.append(gateway.account_id)
+        return accounts
+
+    def transactions_on(
+        self, day: date, account_id: str | None = None
+    ) -> list[ProcessorTransaction]:
+        """One account's transactions at the processor keeping it; with no account, every
+        account of the default books (a routed processor's accounts are read one by one)."""
+        if account_id is None:
+            return self.default.transactions_on(day)
+        name = self._processor_of.get(account_id)
+        books = self.default if name is None else self.routes[name]
+        return books.transactions_on(day, account_id)
+
+
+def books_reconciliation(
+    ledger: Ledger, sandbox_book: object | None, **options: Any
+) -> BooksReconciliation | None:
+    """The reconciliation of the ledger's calls with the books of the processors they go to:
+    the configured processor's (``processor_books``) and, for each routed gateway whose processor
+    offers a listing, that processor's (``RoutedBooks``). None if the configured processor offers
+    no listing. ``options``: ``BooksReconciliation``'s."""
+    books = processor_books(ledger.gateway, sandbox_book)
+    if books is None:
+        return None
+    routed = RoutedBooks(ledger, books, getattr(ledger, "processors", {}))
+    if not routed.routes:
+        return BooksReconciliation(ledger, books, **options)
+    return BooksReconciliation(ledger, routed, accounts_of=routed.accounts_of, **options)

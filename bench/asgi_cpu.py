@@ -30,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 from bench.common import bench_services, positive_int, server_summary
+from bench.write_path import ORDERS_PER_CARD
 
 TENANT_ID = "default"
 CARD = "4242424242424242"
@@ -190,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--customers", type=positive_int, default=50)
     parser.add_argument("--orders", type=positive_int, default=200)
     args = parser.parse_args(argv)
+    if args.orders > args.customers * ORDERS_PER_CARD:
+        parser.error(f"at most {ORDERS_PER_CARD} orders per customer (the card schemes' limit)")
     with bench_services() as services:
         print(f"# ASGI CPU per request; {server_summary(services.database_url)}")
         serving = {

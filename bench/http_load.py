@@ -64,7 +64,7 @@ from bench.loadgen import (
     serving_table,
     wait_for_projections,
 )
-from bench.write_path import LINES, RawWriter, Template
+from bench.write_path import LINES, ORDERS_PER_CARD, RawWriter, Template
 
 CARD = {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2031}
 WARMUP_S = 3
@@ -310,9 +310,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--load-concurrency", type=positive_int, default=16)
     parser.add_argument("--skip-post", action="store_true", help="only the GET figures")
+    parser.add_argument(
+        "--post-customers",
+        type=positive_int,
+        default=4000,
+        help="customers (a card each) the POST rounds pick from at random; each card takes at "
+        f"most {ORDERS_PER_CARD} attempts, so enough for the rounds' orders",
+    )
     args = parser.parse_args(argv)
     if args.workers is not None and not serve_supports_workers():
         parser.error("this tree's `ledger serve` has no --workers option")
+    if args.orders > args.customers * ORDERS_PER_CARD:
+        parser.error(f"at most {ORDERS_PER_CARD} orders per customer (the card schemes' limit)")
 
     db_url, r_url, schema = database_url(), redis_url(), new_schema_name()
     processes = args.workers or 1
@@ -424,11 +433,16 @@ def measure_post(
     r_url: str,
     schema: str,
 ) -> None:
+    # Fresh customers of their own: the loaded ones already took orders, and no card may take
+    # more than ORDERS_PER_CARD attempts (random picks over many cards stay well below it).
+    fresh = load_through_api(
+        service, customers=args.post_customers, orders=0, concurrency=args.load_concurrency
+    )
     pairs = wrk.write(
-        f"{c} {m}" for c, m in zip(data.customer_ids, data.payment_method_ids, strict=True)
+        f"{c} {m}" for c, m in zip(fresh.customer_ids, fresh.payment_method_ids, strict=True)
     )
     template = http_template(
-        service, db_url, schema, data.customer_ids[0], data.payment_method_ids[0]
+        service, db_url, schema, fresh.customer_ids[0], fresh.payment_method_ids[0]
     )
     writers = connect_writers(db_url, schema, args.connections)
     try:

@@ -11,10 +11,12 @@ back-off from 100 ms). Budget (ARCHITECTURE §9): p99 < 50 ms.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from uuid import UUID
 
 from bench.common import Latencies, bench_services, database_url, positive_int, server_summary
+from bench.write_path import ORDERS_PER_CARD
 
 TENANT_ID = "bench"
 
@@ -29,25 +31,35 @@ def main() -> None:
         services.start_listener()
         services.listener.connected.wait(5)
         services.start_runners(["order_summaries"])
-        customer = ledger.register_customer(
-            tenant_id=TENANT_ID, email="b@example.com", name="B", country="US", currency="USD"
-        )
-        customer_id = UUID(customer.body["id"])
-        method = ledger.attach_payment_method(
-            tenant_id=TENANT_ID,
-            customer_id=customer_id,
-            card_number="4242424242424242",
-            exp_month=12,
-            exp_year=2031,
-        )
+
+        # No card takes more than ORDERS_PER_CARD attempts (the card schemes' retry limit):
+        # the orders move to a new customer after that many.
+        def card() -> tuple[UUID, str]:
+            customer = ledger.register_customer(
+                tenant_id=TENANT_ID, email="b@example.com", name="B", country="US", currency="USD"
+            )
+            customer_id = UUID(customer.body["id"])
+            method = ledger.attach_payment_method(
+                tenant_id=TENANT_ID,
+                customer_id=customer_id,
+                card_number="4242424242424242",
+                exp_month=12,
+                exp_year=2031,
+            )
+            return customer_id, method.body["id"]
+
+        orders = 10 + args.n * 2
+        cards = [card() for _ in range(-(-orders // ORDERS_PER_CARD))]
+        placed = itertools.count()
 
         def place() -> int:
+            customer_id, method_id = cards[next(placed) // ORDERS_PER_CARD]
             return ledger.place_order(
                 tenant_id=TENANT_ID,
                 customer_id=customer_id,
                 currency="USD",
                 lines=[{"sku": "S", "quantity": 1, "unit_price_minor": 1000}],
-                payment={"payment_method_id": method.body["id"], "mode": "purchase"},
+                payment={"payment_method_id": method_id, "mode": "purchase"},
             ).position
 
         def waiter(position: int) -> None:

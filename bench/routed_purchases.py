@@ -136,7 +136,7 @@ def cascade_note(purchases: Sequence[RoutedPurchase]) -> str:
 
 
 def one_caller(ledger: Ledger, raw: RawWriter, args: argparse.Namespace) -> None:
-    foundation = PlaceOrder(ledger)
+    foundation = PlaceOrder(ledger, orders=args.n + args.warmup + 1)
     template = sample_template(ledger, foundation)
     routed = RoutedPurchase(ledger, args.n + args.warmup + 1)
     routed_template = sample_template(ledger, routed)

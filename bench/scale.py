@@ -45,7 +45,7 @@ from bench.loadgen import (
     serving_table,
     wait_for_projections,
 )
-from bench.write_path import LINES
+from bench.write_path import LINES, ORDERS_PER_CARD
 
 P95_GOAL_MS = 200
 PATHS_MAX = 200_000  # random customers the wrk script picks from (each gives two paths)
@@ -154,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.workers is not None and not serve_supports_workers():
         parser.error("this tree's `ledger serve` has no --workers option")
+    if args.orders > args.customers * ORDERS_PER_CARD:
+        parser.error(f"at most {ORDERS_PER_CARD} orders per customer (the card schemes' limit)")
     print(
         f"# scale: {thousands(args.customers)} customers, {thousands(args.orders)} orders, "
         f"{args.connections} connections; {server_summary(database_url())}",

@@ -20,6 +20,7 @@ at 16 callers. ``--breakdown`` also times the pieces of the ledger's command on 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from bench.common import (
     server_summary,
     verdict,
 )
+from domain.card_usage import SCHEME_LIMITS
 
 TENANT_ID = "bench"
 LINES = [
@@ -181,36 +183,65 @@ def report(title: str, ledger: Latencies, raw: Latencies, template: Template) ->
     print(f"    rows per command: {template.describe()}")
 
 
-class PlaceOrder:
-    """The measured command, for one customer with a card on file."""
+# The most attempts any card may take (the strictest card scheme's retry limit, counted for
+# every tenant): benches spread their orders so that no card takes more.
+ORDERS_PER_CARD = min(allowed for allowed, _ in SCHEME_LIMITS.values())
 
-    def __init__(self, ledger: Ledger) -> None:
+
+class PlaceOrder:
+    """The measured command, for customers with a card on file.
+
+    Each card is charged at most ``PER_CARD`` times (the card schemes' retry limit, counted for
+    every tenant): the command moves to the next customer after that. ``orders``: how many
+    commands to make the customers for up front (more are registered as needed).
+    """
+
+    PER_CARD = ORDERS_PER_CARD
+
+    def __init__(self, ledger: Ledger, orders: int = 0) -> None:
         self.ledger = ledger
-        customer = ledger.register_customer(
+        self.cards: list[tuple[UUID, dict[str, Any]]] = []
+        self.placed = 0
+        self.lock = threading.Lock()
+        for _ in range(max(1, -(-orders // self.PER_CARD))):
+            self.cards.append(self._card())
+        self.customer_id = self.cards[0][0]
+        self.keys = iter(range(10**12))
+
+    def _card(self) -> tuple[UUID, dict[str, Any]]:
+        customer = self.ledger.register_customer(
             tenant_id=TENANT_ID,
             email="bench@example.com",
             name="Bench",
             country="US",
             currency="USD",
         )
-        self.customer_id = UUID(customer.body["id"])
-        method = ledger.attach_payment_method(
+        customer_id = UUID(customer.body["id"])
+        method = self.ledger.attach_payment_method(
             tenant_id=TENANT_ID,
-            customer_id=self.customer_id,
+            customer_id=customer_id,
             card_number="4242424242424242",
             exp_month=12,
             exp_year=2030,
         )
-        self.payment = {"payment_method_id": method.body["id"], "mode": "purchase"}
-        self.keys = iter(range(10**12))
+        return customer_id, {"payment_method_id": method.body["id"], "mode": "purchase"}
+
+    def _next_card(self) -> tuple[UUID, dict[str, Any]]:
+        with self.lock:
+            index = self.placed // self.PER_CARD
+            self.placed += 1
+            while index >= len(self.cards):
+                self.cards.append(self._card())
+            return self.cards[index]
 
     def __call__(self, idempotency_key: str | None = None) -> Any:
+        customer_id, payment = self._next_card()
         result = self.ledger.place_order(
             tenant_id=TENANT_ID,
-            customer_id=self.customer_id,
+            customer_id=customer_id,
             currency="USD",
             lines=LINES,
-            payment=self.payment,
+            payment=payment,
             idempotency_key=idempotency_key,
         )
         if result.body["status"] != "paid":
@@ -243,7 +274,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     with bench_services() as services:
         ledger = services.ledger
         schema = services.settings.db_schema
-        place_order = PlaceOrder(ledger)
+        # Both sides' warmup and measured commands, the templates, and the breakdown's.
+        place_order = PlaceOrder(
+            ledger, orders=2 * (args.n + args.warmup + 1) + args.n + args.warmup
+        )
+        place_order()  # the card's usage exists: the templates sample a typical command
         plain = sample_template(ledger, place_order)
         keyed = sample_template(ledger, place_order.keyed)
         raw = RawWriter(db_url, schema, "raw_events")
@@ -278,7 +313,8 @@ def concurrent_callers(
     Alternates rounds of ``args.block`` commands per caller (the ledger side, timed by the wall
     clock from the first call to the last return) with the same number of raw commands.
     """
-    callers = [PlaceOrder(ledger) for _ in range(args.callers)]
+    per_caller_total = (args.warmup + args.n) // args.callers + args.block
+    callers = [PlaceOrder(ledger, orders=per_caller_total) for _ in range(args.callers)]
     raw = RawWriter(db_url, schema, "raw_floor_events")
     executor = ThreadPoolExecutor(len(callers), thread_name_prefix="caller")
     ours, floor = Latencies(), Latencies()

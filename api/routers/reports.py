@@ -38,7 +38,7 @@ from api.schemas import (
 from application.reconciliation import (
     BooksReconciliation,
     ReconciliationReport,
-    processor_books,
+    books_reconciliation,
 )
 from domain.reconciliation import ATTEMPT_KINDS, ReconciliationClass, ReconciliationItem
 from projections.sales_report import sales_groups, sales_totals
@@ -194,15 +194,17 @@ def run_reconciliation(
 
 def _reconciliation(services: ServicesDep) -> BooksReconciliation:
     """Raises 409 ``reconciliation_unavailable``."""
-    books = processor_books(services.ledger.gateway, services.sandbox_book)
-    if books is None:
+    reconciliation = books_reconciliation(
+        services.ledger, services.sandbox_book, lease_s=services.settings.reconcile_after_s
+    )
+    if reconciliation is None:
         raise ApiError(
             409,
             "invalid_request_error",
             "reconciliation_unavailable",
             "the configured processor offers no transaction listing to reconcile with",
         )
-    return BooksReconciliation(services.ledger, books, lease_s=services.settings.reconcile_after_s)
+    return reconciliation
 
 
 def reconciliation_body(report: ReconciliationReport, *, include_matched: bool) -> dict[str, Any]:

@@ -261,3 +261,50 @@ def test_authorize_then_capture_or_void_over_http_reads_back_as_answered(acme: M
     assert read_back(acme, voided) == voided.json()
     assert_error(void_again, 409, "order_not_voidable")
     assert sandbox_net(acme) == {first.json()["id"]: 4000}
+
+
+def test_a_tenant_without_gateways_keeps_to_the_card_schemes_retry_limit(
+    client, key_of, gateway: HeldGateway
+) -> None:
+    """Issue 7: the default sandbox counts attempts per card like routed payments do. A
+    Mastercard (10 attempts in 30 days) declined 10 times is not sent an 11th time."""
+    sandbox = gateway.inner
+
+    class DecliningIssuer:
+        """The sandbox, with an issuer that declines every card (it books the declines)."""
+
+        def purchase(self, **request: Any) -> GatewayOutcome:
+            token = "tok_sandbox_generic_decline_" + request["token"].rsplit("_", 1)[-1]
+            return sandbox.purchase(**{**request, "token": token})
+
+    gateway.inner = DecliningIssuer()  # type: ignore[assignment]
+    declining = Merchant(client, key_of("mc-retries", "admin"))
+    customer = declining.customer()
+    method = declining.card(customer["id"], "5555555555554444")
+    assert method["brand"] == "mastercard"
+    for _ in range(10):
+        declined = declining.place_order(customer["id"], method["id"])
+        assert declined.status_code == 201, declined.text
+        assert declined.json()["status"] == "declined"
+    calls = gateway.calls
+
+    eleventh = declining.place_order(customer["id"], method["id"])
+
+    assert_error(eleventh, 409, "card_attempt_limit_reached")
+    assert gateway.calls == calls  # never sent to the processor
+    charges: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 50, **({"cursor": cursor} if cursor else {})}
+        page = declining.get("/v1/sandbox/transactions", params=params)
+        assert page.status_code == 200, page.text
+        charges += [txn for txn in page.json()["data"] if txn["kind"] == "charge"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert len(charges) == 10
+    assert {txn["status"] for txn in charges} == {"declined"}
+    # Another customer's card is counted on its own.
+    other = declining.customer()
+    fresh = declining.card(other["id"], "5555555555554444")
+    assert declining.place_order(other["id"], fresh["id"]).json()["status"] == "declined"

@@ -15,7 +15,7 @@ from adapters.gateways.sandbox_book import MemorySandboxBook
 from application.commands import GatewayOutcomeUnknown
 from application.ledger import Ledger
 from application.ports import GatewayOutcome
-from application.reconciliation import BooksReconciliation, processor_books
+from application.reconciliation import BooksReconciliation, books_reconciliation, processor_books
 from domain.payment_attempt import AttemptStatus
 
 TENANT = "acme"
@@ -210,3 +210,11 @@ def test_a_routed_gateways_account_is_read_and_another_tenants_charge_on_it_is_n
         ("matched", 3000)
     ]
     assert reconciliation.tenants_on(TODAY) == {TENANT, "globex"}
+
+
+def test_without_a_routed_processor_listing_the_configured_books_are_read(
+    ledger: Ledger, gateway: LosingGateway
+) -> None:
+    reconciliation = books_reconciliation(ledger, gateway.book)
+
+    assert reconciliation is not None and reconciliation.books is gateway.book

@@ -17,14 +17,16 @@ from hypothesis import strategies as st
 
 from adapters.bootstrap import bootstrap_ledger
 from adapters.gateways.sandbox import SandboxGateway, SandboxVault
-from application.commands import CLAIM_LEASE_S, GatewayOutcomeUnknown
+from application.commands import CLAIM_LEASE_S, ConcurrentModification, GatewayOutcomeUnknown
 from application.idempotency import IdempotencyKeyInProgress, IdempotencyRecord
 from application.ledger import Ledger
 from application.payments import RefundDeclined
 from application.ports import GatewayOutcome
+from domain.card_usage import CardAttemptLimitReached
 from domain.errors import DomainError
 from domain.order import (
     CaptureExceedsAuthorization,
+    Order,
     OrderNotCapturable,
     OrderNotVoidable,
     OrderStatus,
@@ -603,3 +605,41 @@ def test_a_capture_and_a_void_racing_on_one_authorization_leave_one_of_them(
     assert isinstance(other[0], PaymentInProgress)
     assert body["status"] == "paid"
     assert book_totals(gateway) == {str(order_id): 2500}
+
+
+def test_without_gateways_two_intents_of_a_card_taking_its_last_attempt_cannot_both_be_saved(
+    app: Ledger, gateway: FlakyGateway
+) -> None:
+    """Issue 7 on the default processor: the card's usage is saved with the intent, at the
+    version it was read at, so two concurrent attempts cannot overshoot the scheme's limit."""
+    customer_id, method_id = customer_with_card(app)
+    for _ in range(14):  # Visa allows 15
+        placed = app.place_order(
+            tenant_id=TENANT,
+            customer_id=customer_id,
+            currency="USD",
+            lines=LINES,
+            payment={"payment_method_id": method_id, "mode": "purchase"},
+        )
+        assert placed.body["status"] == "paid"
+    customer = app.repository.get(customer_id)
+    intents = []
+    for _ in range(2):  # both read the usage before either is saved
+        order = Order.place(tenant_id=TENANT, customer_id=customer_id, currency="USD", lines=LINES)
+        payment = {"payment_method_id": method_id, "mode": "purchase"}
+        intents.append([order, *app.purchase_intent(customer, order, payment)])
+    calls = len(gateway.calls)
+
+    app.save_all(intents[0])
+    with pytest.raises(ConcurrentModification):
+        app.save_all(intents[1])
+
+    with pytest.raises(CardAttemptLimitReached):
+        app.place_order(
+            tenant_id=TENANT,
+            customer_id=customer_id,
+            currency="USD",
+            lines=LINES,
+            payment={"payment_method_id": method_id, "mode": "purchase"},
+        )
+    assert len(gateway.calls) == calls
