@@ -51,6 +51,7 @@ from domain.order import ChargebackStatus, Order
 from domain.payment_attempt import AttemptStatus, PaymentAttempt
 from projections.base import BatchProjection
 from projections.report_rows import (
+    ORDER_MONEY_EVENTS,
     UNKNOWN,
     Increments,
     Lookup,
@@ -286,12 +287,6 @@ class GatewayChanges:
 
 _OUTCOMES = (PaymentAttempt.Succeeded, PaymentAttempt.Declined, PaymentAttempt.OutcomeUnknown)
 _DEFINITIONS = (Customer.PaymentMethodAttached, PaymentAttempt.Requested)
-_ORDER_MONEY_EVENTS = (
-    Order.PaymentCaptured,
-    Order.Refunded,
-    Order.ChargebackOpened,
-    Order.ChargebackResolved,
-)
 
 
 class GatewayReportProjection(BatchProjection[GatewayReportView]):
@@ -321,7 +316,7 @@ class GatewayReportProjection(BatchProjection[GatewayReportView]):
         attempt_ids = {e.originator_id for e in events if isinstance(e, _OUTCOMES)}
         attempt_ids |= {e.attempt_id for e in events if isinstance(e, Order.PaymentCaptured)}
         placed = {e.originator_id for e in events if isinstance(e, Order.Placed)}
-        order_ids = {e.originator_id for e in events if isinstance(e, _ORDER_MONEY_EVENTS)}
+        order_ids = {e.originator_id for e in events if isinstance(e, ORDER_MONEY_EVENTS)}
         with self.view.reading() as curs:
             changes = GatewayChanges(
                 methods=self.view.load(curs, "methods", "payment_method_id", method_ids - attached),

@@ -30,7 +30,16 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL
 
+from domain.order import Order
 from projections.base import BatchView
+
+# The order events that move a report's money (what it must load the order for).
+ORDER_MONEY_EVENTS = (
+    Order.PaymentCaptured,
+    Order.Refunded,
+    Order.ChargebackOpened,
+    Order.ChargebackResolved,
+)
 
 UNKNOWN = "unknown"
 # Increments keyed by a figure row's key (a tuple of the key columns' values).

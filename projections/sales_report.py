@@ -41,6 +41,7 @@ from domain.order import ChargebackStatus, Order
 from domain.payment_attempt import PaymentAttempt
 from projections.base import BatchProjection
 from projections.report_rows import (
+    ORDER_MONEY_EVENTS,
     UNKNOWN,
     Increments,
     Lookup,
@@ -149,12 +150,6 @@ class SalesChanges:
 
 
 _DEFINITIONS = (Customer.Registered, PaymentAttempt.Requested)
-_ORDER_MONEY_EVENTS = (
-    Order.PaymentCaptured,
-    Order.Refunded,
-    Order.ChargebackOpened,
-    Order.ChargebackResolved,
-)
 
 
 class SalesReportProjection(BatchProjection[SalesReportView]):
@@ -177,7 +172,7 @@ class SalesReportProjection(BatchProjection[SalesReportView]):
             return {e.originator_id for e in events if isinstance(e, kind)}
 
         customer_ids = {e.customer_id for e in events if isinstance(e, Order.Placed)}
-        order_ids = {e.originator_id for e in events if isinstance(e, _ORDER_MONEY_EVENTS)}
+        order_ids = {e.originator_id for e in events if isinstance(e, ORDER_MONEY_EVENTS)}
         attempt_ids = {e.attempt_id for e in events if isinstance(e, Order.PaymentCaptured)}
         with self.view.reading() as curs:
             changes = SalesChanges(
