@@ -19,9 +19,12 @@ import dramatiq
 from psycopg.sql import SQL, Identifier
 
 from adapters.access import AccessStore
+from adapters.account_updater import AccountUpdater
 from adapters.async_reads import AsyncReadModels
+from adapters.billing_scheduler import BillingScheduler
 from adapters.books_reconciliation import DailyBooksReconciliation
 from adapters.embedded import EmbeddedPostgres, EmbeddedRedis
+from adapters.fx_rates import PgFxRates
 from adapters.gateway_figures import MemoryGatewayFigures, PgGatewayFigures
 from adapters.gateways.sandbox import SandboxGateway, SandboxVault
 from adapters.gateways.sandbox_book import PgSandboxBook, SandboxBook
@@ -53,8 +56,10 @@ from domain.routing import RoutingConfig
 from projections.base import BatchProjection, BatchView, positions_channel
 from projections.customer_summaries import CustomerSummariesProjection, CustomerSummariesView
 from projections.gateway_report import GatewayReportProjection, GatewayReportView
+from projections.mrr import MrrProjection, MrrView
 from projections.order_summaries import OrderSummariesProjection, OrderSummariesView
 from projections.sales_report import SalesReportProjection, SalesReportView
+from projections.subscriptions import SubscriptionsProjection, SubscriptionsView
 from projections.versions import ServingVersions
 
 logger = logging.getLogger(__name__)
@@ -76,12 +81,15 @@ class Services:
     runners: dict[str, ProjectionRunner]
     broker: dramatiq.Broker
     jobs: Jobs
+    billing: BillingScheduler
     sandbox_book: SandboxBook | None = None
+    fx_rates: PgFxRates | None = None
     _embedded: list[Any] = field(default_factory=list)
     _worker: dramatiq.Worker | None = None
     _sweeper: ConfirmationSweeper | None = None
     _reconciler: PaymentReconciler | None = None
     _books_reconciler: DailyBooksReconciliation | None = None
+    _account_updater: AccountUpdater | None = None
 
     @property
     def orders(self) -> OrderSummariesView:
@@ -102,6 +110,16 @@ class Services:
     def gateway_report(self) -> GatewayReportView:
         """The serving version of the gateway report read model."""
         return self.serving.serving_view("gateway_report")  # type: ignore[return-value]
+
+    @property
+    def subscriptions(self) -> SubscriptionsView:
+        """The serving version of the subscriptions (and plans) read model."""
+        return self.serving.serving_view("subscriptions")  # type: ignore[return-value]
+
+    @property
+    def mrr(self) -> MrrView:
+        """The serving version of the MRR read model."""
+        return self.serving.serving_view("mrr")  # type: ignore[return-value]
 
     def async_reads(self) -> AsyncReadModels:
         """Read models for the API's event loop; the API's lifespan opens and closes it."""
@@ -151,6 +169,14 @@ class Services:
         )
         if self._books_reconciler is not None:
             self._books_reconciler.start()
+        # Renewals, dunning retries, ends and churns that are due, one message each.
+        self.billing.start()
+        self._account_updater = AccountUpdater(
+            self.ledger,
+            lambda: self.subscriptions,
+            interval_s=self.settings.account_updater_interval_s,
+        )
+        self._account_updater.start()
         return self._worker
 
     def readiness(self, timeout_s: float = 1.5) -> dict[str, Any]:
@@ -197,6 +223,9 @@ class Services:
             self._reconciler.stop()
         if self._books_reconciler is not None:
             self._books_reconciler.stop()
+        self.billing.stop()
+        if self._account_updater is not None:
+            self._account_updater.stop()
         if self._worker is not None:
             # A job mid-run gets 5 s: shutdown stays within what systemd waits for.
             self._worker.stop(timeout=5_000)
@@ -330,6 +359,8 @@ def bootstrap(
         access.create_key("default", "admin", settings.bootstrap_api_key)
     notifications = NotificationStore(datastore)
     notifications.create_tables()
+    fx_rates = PgFxRates(datastore)
+    fx_rates.create_tables()
 
     view_classes: dict[str, type[BatchView]] = {
         "order_summaries": OrderSummariesView,
@@ -337,6 +368,8 @@ def bootstrap(
         "paid_order_dispatch": DispatchView,
         "sales_report": SalesReportView,
         "gateway_report": GatewayReportView,
+        "mrr": MrrView,
+        "subscriptions": SubscriptionsView,
     }
     serving = ServingVersions(
         datastore,
@@ -346,6 +379,14 @@ def bootstrap(
 
     broker = broker or redis_broker(redis_url or "", settings.redis_namespace)
     jobs = Jobs(broker, ledger, notifications)
+    billing = BillingScheduler(
+        ledger,
+        lambda: serving.serving_view("subscriptions"),  # type: ignore[arg-type,return-value]
+        broker,
+        interval_s=settings.billing_interval_s,
+        # One process enqueues the due work at a time; every worker process runs it.
+        lock=ProjectionLock(database_url, settings.db_schema, "billing_scheduler"),
+    )
     waiter = PositionWaiter(ledger.name, serving, head=ledger.recorder.max_notification_id)
 
     serving_view: Any = serving.serving_view  # each projection's own view class
@@ -355,6 +396,8 @@ def bootstrap(
         PaidOrderDispatcher(serving_view("paid_order_dispatch"), jobs),
         SalesReportProjection(serving_view("sales_report")),
         GatewayReportProjection(serving_view("gateway_report")),
+        MrrProjection(serving_view("mrr")),
+        SubscriptionsProjection(serving_view("subscriptions")),
     ]
     runners = {
         projection.name: ProjectionRunner(
@@ -397,7 +440,9 @@ def bootstrap(
         runners=runners,
         broker=broker,
         jobs=jobs,
+        billing=billing,
         sandbox_book=sandbox_book,
+        fx_rates=fx_rates,
         _embedded=embedded.servers,
     )
 

@@ -77,6 +77,18 @@ class Settings(BaseSettings):
     sweep_grace_s: float = Field(
         default=60.0, ge=0, description="How long a paid order may wait for its confirmation"
     )
+    billing_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the worker enqueues the subscriptions due (renewals, dunning "
+        "retries, ends at period end, churns)",
+    )
+    account_updater_interval_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="How often the worker asks the vault for refreshed details of expiring "
+        "cards of live subscriptions (the account updater)",
+    )
     routing_mode: Literal["static", "adaptive"] = Field(
         default="static",
         description="static: weighted draw among eligible gateways; adaptive: best success "

@@ -21,13 +21,17 @@ from adapters.metrics import HTTP_REQUESTS
 from api.errors import error_response, install_error_handlers
 from api.routers import (
     api_keys,
+    billing,
     customers,
     disputes,
     gateways,
     health,
+    mrr,
     orders,
+    plans,
     reports,
     sandbox,
+    subscriptions,
     tenants,
 )
 from api.schemas import ErrorOut, OrjsonResponse
@@ -120,6 +124,11 @@ def create_app(services: Any = None, *, api_only: bool = False) -> FastAPI:
     app.include_router(sandbox.router)
     app.include_router(reports.router)
     app.include_router(gateways.router)
+    app.include_router(mrr.router)
+    app.include_router(plans.router)
+    app.include_router(subscriptions.router)
+    app.include_router(subscriptions.policy_router)
+    app.include_router(billing.router)
     document_route_statuses(app)
     return app
 

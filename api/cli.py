@@ -37,7 +37,7 @@ from adapters.logs import LOG_FILE, configure_logging
 from adapters.projection_runner import ProjectionRunner
 from adapters.settings import Settings
 from api.supervisor import ChildProcess, Supervisor, parent_gone, supervisor_pid_of
-from application.demo import load_demo
+from application.demo import demo_fx_rates, load_demo
 from domain.errors import DomainError
 
 app = typer.Typer(
@@ -45,6 +45,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+fx_app = typer.Typer(help="FX rates the MRR report converts currencies with.", no_args_is_help=True)
+app.add_typer(fx_app, name="fx")
 console = Console(stderr=True)
 logger = logging.getLogger(__name__)
 
@@ -196,6 +198,8 @@ def _load_demo(services: Services, customers: int) -> None:
             customers=customers,
             progress=lambda done: progress.update(task, completed=done),
         )
+    if services.fx_rates is not None:
+        counts["fx rates"] = services.fx_rates.record(demo_fx_rates(services.ledger.now().date()))
     summary = ", ".join(f"{count} {name}" for name, count in counts.items())
     _say(services.settings, f"Demo data in tenant 'default': {summary}")
 
@@ -503,6 +507,25 @@ def keys_revoke(key_id: Annotated[UUID, typer.Argument(help="The key's id (`keys
         console.print(f"[red]error:[/red] no unrevoked API key with id {key_id}")
         raise typer.Exit(code=1)
     typer.echo(f"Revoked API key {key_id}")
+
+
+@fx_app.command("import")
+def fx_import(
+    file: Annotated[
+        Path, typer.Argument(help="An ECB-style CSV (eurofxref.csv or eurofxref-hist.csv)")
+    ],
+) -> None:
+    """Record the file's euro rates for every tenant (a rate already there is replaced)."""
+    services = bootstrap()
+    try:
+        assert services.fx_rates is not None
+        recorded = services.fx_rates.import_file(file)
+    except (OSError, ValueError) as error:
+        console.print(f"[red]error:[/red] {file}: {error}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    finally:
+        services.close()
+    typer.echo(f"Recorded {recorded} FX rates from {file}")
 
 
 @app.command()

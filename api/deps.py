@@ -63,6 +63,16 @@ class AsyncReads(Protocol):
     async def customer(self, tenant_id: str, customer_id: UUID) -> dict[str, Any] | None: ...
 
 
+class BillingRuns(Protocol):
+    """What is due of the subscriptions, done now (``adapters.billing_scheduler``)."""
+
+    def run_due(
+        self, *, tenant_id: str | None = None, now: datetime | None = None
+    ) -> dict[str, int]: ...
+
+    def run_account_updater(self, *, tenant_id: str | None = None) -> dict[str, int]: ...
+
+
 class LedgerServices(Protocol):
     """What the API needs of ``adapters.bootstrap.Services``."""
 
@@ -71,6 +81,10 @@ class LedgerServices(Protocol):
     customers: CustomerSummariesView
     sales_report: SalesReportView
     gateway_report: GatewayReportView
+    mrr: Any  # projections.mrr.MrrView
+    fx_rates: Any  # adapters.fx_rates.PgFxRates
+    subscriptions: Any  # projections.subscriptions' view
+    billing: BillingRuns
     access: AccessControl
     waiter: PositionWaiter
     settings: Any
@@ -280,6 +294,9 @@ def _reader_at_min_position(view_of: Callable[[LedgerServices], BatchView]) -> A
 # The hot reads' one dependency: authentication, role and ``?min_position=`` together.
 OrdersReader = Annotated[Principal, Depends(_reader_at_min_position(lambda s: s.orders))]
 CustomersReader = Annotated[Principal, Depends(_reader_at_min_position(lambda s: s.customers))]
+SubscriptionsReader = Annotated[
+    Principal, Depends(_reader_at_min_position(lambda s: s.subscriptions))
+]
 
 # Route parameters that apply ``?min_position=`` to a read model before the (sync) route body.
 OrdersAtMinPosition = Annotated[None, Depends(_read_at_min_position(lambda s: s.orders))]
@@ -288,3 +305,4 @@ SalesReportAtMinPosition = Annotated[None, Depends(_read_at_min_position(lambda 
 GatewayReportAtMinPosition = Annotated[
     None, Depends(_read_at_min_position(lambda s: s.gateway_report))
 ]
+MrrAtMinPosition = Annotated[None, Depends(_read_at_min_position(lambda s: s.mrr))]

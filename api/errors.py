@@ -75,7 +75,12 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 RETRY_AFTER_S = 1
 
 # Fields whose pattern stands for a domain rule: the same code as the domain's own check.
-PATTERN_ERROR_CODES = {"email": "invalid_email", "id": "invalid_tenant_id"}
+PATTERN_ERROR_CODES = {
+    "email": "invalid_email",
+    "id": "invalid_tenant_id",
+    "from": "invalid_month",  # the MRR report's months (other reports' dates have no pattern)
+    "to": "invalid_month",
+}
 
 HTTP_STATUS_CODES = {
     400: "bad_request",

@@ -63,6 +63,7 @@ ShortText = Annotated[str, Field(max_length=500, pattern=NO_NUL)]
 _SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 # At least one character that ``str.strip()`` keeps (the domain strips names and SKUs), no NUL.
 _VISIBLE = rf"^[^\x00]*[^{_SPACE}\x00][^\x00]*$"
+VISIBLE_PATTERN = _VISIBLE  # a name: at least one character that is not whitespace
 _EMAIL_PART = rf"[^@{_SPACE}\x00]"
 CurrencyCode = Annotated[
     str,

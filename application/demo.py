@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from application.ledger import Ledger
+from domain.fx import FxRate, validated_rate
 
 _FIRST = [
     "Ada",
@@ -117,6 +121,8 @@ def load_demo(
         "voids": 0,
         "chargebacks": 0,
         "upsells": 0,
+        "plans": 0,
+        "subscriptions": 0,
     }
     for index, gateway in enumerate(_GATEWAYS):
         ledger.register_gateway(
@@ -132,6 +138,9 @@ def load_demo(
             idempotency_key=f"demo-{seed}-gateway-{index}",
         )
         counts["gateways"] += 1
+    plans = _plans(ledger, tenant_id, seed, counts)
+    # Its own random stream: a reload that skips subscriptions draws the same orders.
+    subscription_rng = random.Random(seed * 7919 + 1)
     for index in range(customers):
         key = f"demo-{seed}-{index}"
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
@@ -154,6 +163,17 @@ def load_demo(
             idempotency_key=f"{key}-card",
         )
         counts["customers"] += 1
+        if plans and currency in plans and subscription_rng.random() < 0.45:
+            _subscribe(
+                ledger,
+                subscription_rng,
+                tenant_id,
+                customer_id,
+                method.body["id"],
+                plans[currency],
+                key,
+            )
+            counts["subscriptions"] += 1
         for order_index in range(rng.choice([0, 1, 1, 2, 3])):
             lines = [
                 {
@@ -229,6 +249,116 @@ def load_demo(
                 counts["cancellations"] += 1
         progress(index + 1)
     return counts
+
+
+# (code, name, USD price per period, interval, trial days, setup fee) of the demo's plans,
+# offered in USD, EUR and GBP.
+_PLANS = [
+    ("essentials-monthly", "Essentials", 2900, "month", 14, 0),
+    ("pro-monthly", "Pro", 7900, "month", 0, 4900),
+    ("pro-yearly", "Pro (yearly)", 79000, "year", 0, 0),
+    ("team-monthly", "Team", 19900, "month", 0, 0),
+]
+_PLAN_CURRENCIES = ("USD", "EUR", "GBP")
+
+
+def _plans(
+    ledger: Ledger, tenant_id: str, seed: int, counts: dict[str, int]
+) -> dict[str, dict[str, str]]:
+    """The demo's plans by currency and code; empty when a previous load created them already
+    (subscriptions are imported relative to the day of the first load, so they load once)."""
+    from application.billing import PlanNotFound
+
+    try:
+        ledger.plan_by_code(tenant_id, f"{_PLANS[0][0]}-{_PLAN_CURRENCIES[0].lower()}")
+        return {}
+    except PlanNotFound:
+        pass
+    plans: dict[str, dict[str, str]] = {}
+    for currency in _PLAN_CURRENCIES:
+        for code, name, price, interval, trial_days, setup_fee in _PLANS:
+            body = ledger.create_plan(
+                tenant_id=tenant_id,
+                code=f"{code}-{currency.lower()}",
+                name=name,
+                currency=currency,
+                amount_minor=price,
+                interval=interval,
+                trial_days=trial_days,
+                setup_fee_minor=setup_fee,
+                idempotency_key=f"demo-{seed}-plan-{code}-{currency}",
+            ).body
+            plans.setdefault(currency, {})[code] = body["id"]
+            counts["plans"] += 1
+    return plans
+
+
+def _subscribe(
+    ledger: Ledger,
+    rng: random.Random,
+    tenant_id: str,
+    customer_id: UUID,
+    method_id: str,
+    plans: dict[str, str],
+    key: str,
+) -> None:
+    """Most demo subscriptions are imported with up to 18 months of history (upgrades,
+    cancellations, returns), so the MRR report has a story; the rest start today, some in a
+    trial. Declines, dunning and churn follow from the cards."""
+    now = ledger.now()
+    code = rng.choice(["essentials-monthly", "pro-monthly", "pro-monthly", "pro-yearly"])
+    arguments: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "customer_id": customer_id,
+        "plan_id": UUID(plans[code]),
+        "payment_method_id": UUID(method_id),
+        "quantity": rng.choice([1, 1, 1, 2, 5]),
+    }
+    if rng.random() < 0.3:
+        ledger.create_subscription(**arguments, idempotency_key=f"{key}-subscription")
+        return
+    at = now - timedelta(days=rng.randint(20, 540), hours=rng.randint(0, 23))
+    created = ledger.create_subscription(
+        **arguments, effective_at=at, idempotency_key=f"{key}-subscription"
+    )
+    subscription_id = UUID(created.body["id"])
+    ids = {"tenant_id": tenant_id, "subscription_id": subscription_id}
+    for step in range(3):
+        at += timedelta(days=rng.randint(10, 120))
+        if at >= now:
+            return
+        roll = rng.random()
+        step_key = f"{key}-subscription-{step}"
+        if roll < 0.25 and code.endswith("monthly"):
+            code = "team-monthly" if code == "pro-monthly" else "pro-monthly"
+            ledger.change_subscription_plan(
+                **ids, plan_id=UUID(plans[code]), effective_at=at, idempotency_key=step_key
+            )
+        elif roll < 0.4:
+            ledger.cancel_subscription(**ids, effective_at=at, idempotency_key=step_key)
+            if rng.random() < 0.5:
+                return
+            at += timedelta(days=rng.randint(30, 90))
+            if at >= now:
+                return
+            ledger.reactivate_subscription(
+                **ids, effective_at=at, idempotency_key=f"{step_key}-back"
+            )
+
+
+def demo_fx_rates(today: date, months: int = 30) -> list[FxRate]:
+    """Euro reference rates (ECB style: USD and GBP per EUR) for the first day of each of the
+    last ``months`` months, drifting a little from month to month, so the demo's MRR report
+    converts EUR and GBP subscriptions (and shows an FX adjustment)."""
+    rates = []
+    year, month = today.year, today.month
+    for back in range(months + 1):
+        index = year * 12 + month - 1 - back
+        day = date(index // 12, index % 12 + 1, 1)
+        wobble = Decimal((back * 37) % 11 - 5) / 1000
+        rates.append(validated_rate(day, "EUR", "USD", Decimal("1.0850") + wobble))
+        rates.append(validated_rate(day, "EUR", "GBP", Decimal("0.8550") + wobble / 2))
+    return rates
 
 
 def _dispute(

@@ -27,6 +27,11 @@ class Vault(Protocol):
         """Raises ``CardRejected``."""
         ...
 
+    def updated_card(self, card: CardDetails) -> CardDetails | None:
+        """The account updater: the issuer's current details of a card on file (a reissued
+        card's new expiry, a replacement token), or None when it has nothing newer."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class GatewayOutcome:

@@ -115,6 +115,42 @@ class Customer(Aggregate):
             "exp_year": exp_year,
         }
 
+    def replace_card(self, payment_method_id: UUID | str, card: CardDetails) -> None:
+        """A new card behind a payment method on file (a reissued or replaced card): charges
+        that name the method use it from now on. Raises ``PaymentMethodNotFound``."""
+        self.payment_method(payment_method_id)
+        self._card_replaced(
+            payment_method_id=str(payment_method_id),
+            token=card.token,
+            brand=card.brand,
+            last4=card.last4,
+            bin=card.bin,
+            exp_month=card.exp_month,
+            exp_year=card.exp_year,
+        )
+
+    @event("CardReplaced")
+    def _card_replaced(
+        self,
+        *,
+        payment_method_id: str,
+        token: str,
+        brand: str,
+        last4: str,
+        bin: str,
+        exp_month: int,
+        exp_year: int,
+    ) -> None:
+        self.payment_methods[payment_method_id] = {
+            "id": payment_method_id,
+            "token": token,
+            "brand": brand,
+            "last4": last4,
+            "bin": bin,
+            "exp_month": exp_month,
+            "exp_year": exp_year,
+        }
+
     def payment_method(self, payment_method_id: UUID | str) -> dict:
         """The stored card, by id. Raises ``PaymentMethodNotFound``."""
         try:

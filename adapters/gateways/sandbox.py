@@ -132,6 +132,25 @@ class SandboxVault:
             exp_year=exp_year,
         )
 
+    def updated_card(self, card: CardDetails) -> CardDetails | None:
+        """The sandbox's account updater, deterministic from the card number (which the
+        token's behaviour stands for): a lost, stolen or fraudulent card's account is closed
+        (None); any other card is reissued with the same number four years later — and the
+        expired test card (``4000000000000069``) comes back as a good card."""
+        behaviour = card.token.removeprefix("tok_sandbox_").rsplit("_", 1)[0]
+        if behaviour in ("lost_card", "stolen_card", "fraudulent"):
+            return None
+        if behaviour == "expired_card":
+            behaviour = "succeeds"
+        return CardDetails(
+            token=f"tok_sandbox_{behaviour}_{secrets.token_hex(8)}",
+            brand=card.brand,
+            last4=card.last4,
+            bin=card.bin,
+            exp_month=card.exp_month,
+            exp_year=card.exp_year + 4,
+        )
+
 
 class SandboxGateway:
     """A processor with its own books: approves or declines from the token's behaviour.

@@ -86,6 +86,47 @@ def attach_payment_method(
     return command_body(response, result)
 
 
+@router.put("/{customer_id}/payment-methods/{payment_method_id}", response_model=PaymentMethodOut)
+def replace_card(
+    customer_id: UUID,
+    payment_method_id: UUID,
+    body: PaymentMethodCreate,
+    principal: CommandPrincipal,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    """Put a new card behind a payment method on file. Past-due subscriptions paid with it are
+    retried at once with the new card (their outcome shows on each subscription)."""
+    result = services.ledger.replace_card(
+        tenant_id=principal.tenant_id,
+        customer_id=customer_id,
+        payment_method_id=payment_method_id,
+        card_number=body.card_number,
+        exp_month=body.exp_month,
+        exp_year=body.exp_year,
+        cvc=body.cvc,
+        idempotency_key=idempotency_key,
+    )
+    retry_past_due_paid_with(services, principal.tenant_id, customer_id, payment_method_id)
+    return command_body(response, result)
+
+
+def retry_past_due_paid_with(
+    services: Any, tenant_id: str, customer_id: UUID, payment_method_id: UUID
+) -> None:
+    """Retry at once the customer's past-due subscriptions paid with this method. The read
+    model may lag a failure of the last instant: the dunning schedule retries those anyway."""
+    rows = services.subscriptions.list(
+        tenant_id, customer_id=customer_id, status="past_due", limit=100
+    )
+    services.ledger.retry_past_due(
+        tenant_id=tenant_id,
+        subscription_ids=[row["subscription_id"] for row in rows],
+        payment_method_id=str(payment_method_id),
+    )
+
+
 def customer_from_row(row: dict[str, Any]) -> dict[str, Any]:
     """A ``customer_summaries`` row in the same words as the register command's response."""
     return {

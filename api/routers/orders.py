@@ -221,7 +221,9 @@ async def list_orders(
         orders = request.app.state.services.orders
         rows = await run_in_threadpool(lambda: orders.list(principal.tenant_id, **query))
     page = rows[:limit]
-    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+    next_cursor = (
+        encode_cursor(page[-1]["placed_at"], page[-1]["order_id"]) if len(rows) > limit else None
+    )
     return json_response(
         OrderPage, {"data": [order_from_row(row) for row in page], "next_cursor": next_cursor}
     )
@@ -250,15 +252,15 @@ def order_from_row(row: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def encode_cursor(row: dict[str, Any]) -> str:
-    """A cursor naming the last row of a page: its placed_at (microseconds since the epoch, UTC)
-    and order id. Every string of ``CURSOR_PATTERN`` is a position, so none is "unknown"."""
-    placed_at = row["placed_at"].astimezone(UTC)
-    microseconds = (placed_at - EPOCH) // timedelta(microseconds=1)
-    return f"{microseconds}_{row['order_id'].hex}"
+def encode_cursor(moment: datetime, row_id: UUID) -> str:
+    """A cursor naming the last row of a page: its time (microseconds since the epoch, UTC)
+    and id (an order's placed_at and id, a subscription's creation and id). Every string of
+    ``CURSOR_PATTERN`` is a position, so none is "unknown"."""
+    microseconds = (moment.astimezone(UTC) - EPOCH) // timedelta(microseconds=1)
+    return f"{microseconds}_{row_id.hex}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    """The (placed_at, order_id) a cursor names; the route's pattern has checked its shape."""
+    """The (time, id) a cursor names; the route's pattern has checked its shape."""
     microseconds_text, order_id_hex = cursor.split("_")
     return EPOCH + timedelta(microseconds=int(microseconds_text)), UUID(hex=order_id_hex)

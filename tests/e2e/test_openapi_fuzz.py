@@ -55,6 +55,30 @@ DOCUMENTED_RULES = {
         for path in ("/v1/reports/sales", "/v1/reports/gateways")
         for code in ("invalid_period", "period_too_long")
     ),
+    # The MRR report: its period (at most 120 months), a rate for every currency and month, a
+    # position; an FX rate's two currencies must differ.
+    *(
+        ("GET", "/v1/reports/mrr", 422, code)
+        for code in ("invalid_period", "period_too_long", "fx_rate_missing", "position_not_reached")
+    ),
+    ("POST", "/v1/fx-rates", 422, "invalid_fx_rate"),
+    *(
+        ("GET", path, 422, "position_not_reached")
+        for path in ("/v1/subscriptions", "/v1/subscriptions/{subscription_id}")
+    ),
+    # ``effective_at``: after 1970, not in the future, not before the subscription's last change.
+    *(
+        ("POST", path, 422, "invalid_effective_at")
+        for path in (
+            "/v1/subscriptions",
+            *(
+                f"/v1/subscriptions/{{subscription_id}}/{action}"
+                for action in ("cancel", "change-plan", "pause", "resume", "reactivate")
+            ),
+        )
+    ),
+    # A dunning policy's retry days increase (across the list's items).
+    ("PUT", "/v1/billing/dunning-policy", 422, "invalid_dunning_policy"),
 }
 
 

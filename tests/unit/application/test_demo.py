@@ -32,6 +32,7 @@ def test_the_demo_shows_gateways_cascades_captures_chargebacks_and_upsells():
     assert counts["captures"] + counts["voids"] > 0
     assert counts["chargebacks"] > 0
     assert counts["upsells"] > 0
+    assert counts["plans"] == 12 and counts["subscriptions"] > 20
     gateways = {gateway["name"]: gateway for gateway in ledger.list_gateways("default")}
     assert set(gateways) == {"Northwind Merchant Services", "Harbor Payments", "Legacy Acquirer"}
     # Every card the legacy account tried was declined, then cascaded to another gateway.
