@@ -417,7 +417,7 @@ class BillingCommands(OrderCommands):
                 return Step([current], subscription_body(current))
 
             return self.run(tenant_id, None, ChargeDue(subscription_id, due.action), prepare)
-        return self._charge_due(tenant_id, subscription_id, due.key)
+        return self._charge_due(tenant_id, subscription_id, due.key, (subscription, policy))
 
     def retry_subscription_now(
         self, *, tenant_id: str, subscription_id: UUID
@@ -454,15 +454,25 @@ class BillingCommands(OrderCommands):
                 logger.info("retry of subscription %s: %s", subscription_id, error.code)
         return retried
 
-    def _charge_due(self, tenant_id: str, subscription_id: UUID, key: str) -> CommandResult:
+    def _charge_due(
+        self,
+        tenant_id: str,
+        subscription_id: UUID,
+        key: str,
+        loaded: tuple[Subscription, DunningPolicy] | None = None,
+    ) -> CommandResult:
         """Charge the period (or retry) that ``key`` names; a key already used replays.
 
         Its idempotency record lives in the tenant's billing scope (``BILLING_SCOPE``), apart
-        from the keys API clients send, so no client key can take a renewal's."""
-        policy = self.dunning_policy(tenant_id)
+        from the keys API clients send, so no client key can take a renewal's. ``loaded``: the
+        subscription and policy the caller just read (the save checks the version anyway)."""
+        policy = loaded[1] if loaded else self.dunning_policy(tenant_id)
+        first = [loaded[0]] if loaded else []
 
         def build() -> Charge | Subscription:
-            subscription = self.get_subscription(tenant_id, subscription_id)
+            subscription = (
+                first.pop() if first else self.get_subscription(tenant_id, subscription_id)
+            )
             customer = self.get_customer(tenant_id, subscription.customer_id)
             setup_fee = int(subscription.state.get("setup_fee_minor") or 0)
             if subscription.status is SubscriptionStatus.PAST_DUE:
