@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 BILLING_QUEUE = "billing"
 # Subscriptions looked at per tick (or per synchronous run) at most; the rest wait for the next.
 BATCH_SIZE_DEFAULT = 10_000
+# Subscriptions advanced together (one message; what they read is fetched in three round trips).
+MESSAGE_BATCH = 50
 # What ``run_due`` counts, besides ``due``.
 OUTCOMES = ("renewed", "failed", "ended", "churned", "unknown", "skipped", "errors")
 
@@ -69,6 +72,26 @@ def outcome_of(result: CommandResult | None) -> str:
         "cancelled": "ended",
         "churned": "churned",
     }.get(body["status"], "skipped")
+
+
+def outcome_of_answer(subscription_id: UUID, answer: CommandResult | Exception | None) -> str:
+    """The outcome of one item of ``Ledger.advance_subscriptions`` (see ``advance``)."""
+    if isinstance(answer, (IdempotencyKeyInProgress, ConcurrentModification)):
+        logger.info("subscription %s is being advanced elsewhere: %s", subscription_id, answer)
+        return "skipped"
+    if isinstance(answer, GatewayOutcomeUnknown):
+        logger.warning("the charge of subscription %s has an unknown outcome", subscription_id)
+        return "unknown"
+    if isinstance(answer, SubscriptionNotFound):
+        logger.warning("no subscription %s to advance", subscription_id)
+        return "skipped"
+    if isinstance(answer, DomainError):
+        logger.warning("advancing subscription %s refused: %s", subscription_id, answer)
+        return "errors"
+    if isinstance(answer, Exception):
+        logger.warning("advancing subscription %s failed: %r", subscription_id, answer)
+        return "errors"
+    return outcome_of(answer)
 
 
 def advance(ledger: Ledger, tenant_id: str, subscription_id: UUID) -> str:
@@ -104,16 +127,16 @@ def run_due(
     """
     due = view.due(now or ledger.now(), limit, tenant_id=tenant_id)
     summary = {"due": len(due), **dict.fromkeys(OUTCOMES, 0)}
-    for subscription_tenant_id, subscription_id in due:
+    for start in range(0, len(due), MESSAGE_BATCH):
+        chunk = due[start : start + MESSAGE_BATCH]
         try:
-            outcome = advance(ledger, subscription_tenant_id, subscription_id)
-        except DomainError as refused:
-            logger.warning("advancing subscription %s refused: %s", subscription_id, refused)
-            outcome = "errors"
+            answers = ledger.advance_subscriptions(chunk)
         except Exception:
-            logger.warning("advancing subscription %s failed", subscription_id, exc_info=True)
-            outcome = "errors"
-        summary[outcome] += 1
+            logger.warning("advancing %d subscriptions failed", len(chunk), exc_info=True)
+            summary["errors"] += len(chunk)
+            continue
+        for (_, subscription_id), answer in zip(chunk, answers, strict=True):
+            summary[outcome_of_answer(subscription_id, answer)] += 1
     if due:
         logger.info("billing run: %s", summary)
     return summary
@@ -161,7 +184,22 @@ class BillingScheduler:
                 "throws": (DomainError,),
             },
         )
+        # The tick's messages: a batch of due subscriptions each.
+        self.advance_subscriptions = dramatiq.Actor(
+            self._advance_many,
+            broker=broker,
+            actor_name="advance_subscriptions",
+            queue_name=BILLING_QUEUE,
+            priority=0,
+            options=dict(self.advance_subscription.options),
+        )
         self._periodic = Periodic("billing-scheduler", interval_s, self.tick)
+
+    def _advance_many(self, items: list[list[str]]) -> None:
+        due = [(tenant_id, UUID(subscription_id)) for tenant_id, subscription_id in items]
+        answers = self.ledger.advance_subscriptions(due)
+        outcomes = [outcome_of_answer(s, a) for (_, s), a in zip(due, answers, strict=True)]
+        logger.info("advanced %d subscriptions: %s", len(due), Counter(outcomes))
 
     def _advance(self, tenant_id: str, subscription_id: str) -> None:
         try:
@@ -172,7 +210,8 @@ class BillingScheduler:
         logger.info("subscription %s advanced: %s", subscription_id, outcome)
 
     def tick(self, now: datetime | None = None) -> int:
-        """Enqueue one message per subscription due by ``now``; return how many were sent
+        """Enqueue the subscriptions due by ``now``, ``MESSAGE_BATCH`` per message; return how
+        many subscriptions were sent
         (none while another process holds the scheduler's lock)."""
         if self.lock is not None and not (self.lock.still_held() or self.lock.try_acquire()):
             return 0
@@ -185,17 +224,21 @@ class BillingScheduler:
             for subscription_id, entry in self._enqueued.items()
             if started - entry[1] < self.requeue_after_s
         }
-        messages = []
+        items = []
         for tenant_id, subscription_id, due_at in due:
             if self._enqueued.get(subscription_id, (None, 0.0))[0] == due_at:
                 continue  # still on the queue, most likely
             self._enqueued[subscription_id] = (due_at, started)
-            messages.append(self.advance_subscription.message(tenant_id, str(subscription_id)))
+            items.append([tenant_id, str(subscription_id)])
+        messages = [
+            self.advance_subscriptions.message(items[start : start + MESSAGE_BATCH])
+            for start in range(0, len(items), MESSAGE_BATCH)
+        ]
         enqueue_many(self.broker, messages)
-        if messages:
-            JOBS_ENQUEUED.labels("advance_subscription").inc(len(messages))
-            logger.info("enqueued %d due subscriptions", len(messages))
-        return len(messages)
+        if items:
+            JOBS_ENQUEUED.labels("advance_subscriptions").inc(len(messages))
+            logger.info("enqueued %d due subscriptions", len(items))
+        return len(items)
 
     def run_due(
         self, *, tenant_id: str | None = None, now: datetime | None = None

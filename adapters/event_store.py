@@ -30,6 +30,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -93,6 +94,10 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
             " WHERE (originator_id, originator_version) IN"
             " (SELECT * FROM unnest(%s::uuid[], %s::bigint[]))"
         ).format(table)
+        self._events_of = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {}"
+            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(table)
         self._insert_statements: dict[int, Composed] = {}
         self.batch_saves_max = BATCH_SAVES_MAX
         self._queue: list[_Save] = []
@@ -105,6 +110,22 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
         # Counters for tests and benchmarks: how many saves, in how many transactions.
         self.saves_committed = 0
         self.batches_committed = 0
+
+    def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every stored event of these aggregates, in one round trip (for read-ahead)."""
+        if not originator_ids:
+            return []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._events_of, (list(originator_ids),), prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
 
     def _insert_statement(self, count: int) -> Composed:
         statement = self._insert_statements.get(count)

@@ -31,10 +31,12 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, event
 
 from application.commands import CommandResult, Step
+from application.idempotency import idempotency_record_id
 from application.orders import OrderCommands
-from domain.card_usage import CardAttemptLimitReached
+from domain.card_usage import CardAttemptLimitReached, CardUsage, card_digest
 from domain.customer import Customer
 from domain.errors import DomainError, InvalidTransition, NotFound
+from domain.gateway import gateway_directory_id
 from domain.money import AMOUNT_MINOR_MAX
 from domain.order import Order, OrderStatus
 from domain.plan import Plan, Terms, plan_id_for
@@ -418,6 +420,59 @@ class BillingCommands(OrderCommands):
 
             return self.run(tenant_id, None, ChargeDue(subscription_id, due.action), prepare)
         return self._charge_due(tenant_id, subscription_id, due.key, (subscription, policy))
+
+    def advance_subscriptions(
+        self, due: list[tuple[str, UUID]]
+    ) -> list[CommandResult | Exception | None]:
+        """``advance_subscription`` for each (tenant, subscription), with what they read
+        fetched ahead in three round trips for the whole batch (subscriptions; their
+        customers, plans, tenants' settings and idempotency records; their cards' scheme
+        usage) instead of a read per aggregate per command. Each item's result, or the
+        error it met (the others go on)."""
+        results: list[CommandResult | Exception | None] = []
+        with self.reading_ahead():
+            subscriptions = self.read_ahead(sid for _, sid in due)
+            owned, shared, customers_of = [], [], {}
+            now = self.now()
+            for tenant_id, sid in due:
+                subscription = subscriptions.get(sid)
+                if not isinstance(subscription, Subscription):
+                    continue
+                shared += [
+                    BillingSettings.create_id(tenant_id=tenant_id),
+                    gateway_directory_id(tenant_id),
+                ]
+                plan_ids = {subscription.state["plan_id"]}
+                if subscription.state["scheduled_change"]:
+                    plan_ids.add(subscription.state["scheduled_change"]["plan_id"])
+                shared += [UUID(plan_id) for plan_id in plan_ids]
+                owned.append(subscription.customer_id)
+                customers_of[sid] = subscription.customer_id
+                next_due = subscription.due(now, DunningPolicy())
+                if next_due is not None and next_due.key:
+                    owned.append(idempotency_record_id(tenant_id + BILLING_SCOPE, next_due.key))
+            self.read_ahead(shared, shared=True)
+            customers = self.read_ahead(owned)
+            usages = []
+            for tenant_id, sid in due:
+                customer = customers.get(customers_of.get(sid))  # type: ignore[arg-type]
+                subscription = subscriptions.get(sid)
+                if not isinstance(customer, Customer) or subscription is None:
+                    continue
+                method = customer.payment_methods.get(subscription.state["payment_method_id"])
+                if method is not None:
+                    usages.append(
+                        CardUsage.create_id(tenant_id, card_digest(method, str(customer.id)))
+                    )
+            self.read_ahead(usages)
+            for tenant_id, sid in due:
+                try:
+                    results.append(
+                        self.advance_subscription(tenant_id=tenant_id, subscription_id=sid)
+                    )
+                except Exception as error:  # one item's failure is its own (the caller logs)
+                    results.append(error)
+        return results
 
     def retry_subscription_now(
         self, *, tenant_id: str, subscription_id: UUID

@@ -15,13 +15,21 @@ A command is a frozen dataclass of its typed input. ``LedgerBase.run`` executes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    Repository,
+    project_aggregate,
+)
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import EnvType, get_topic, resolve_topic
@@ -106,6 +114,29 @@ class Step:
         }
 
 
+class ReadAheadRepository(Repository[UUID]):
+    """A repository that can serve aggregates read ahead in bulk (``LedgerBase.reading_ahead``):
+    inside that block, in its thread, an aggregate read ahead is served once (then read as
+    usual), or every time as a copy when it was read ahead as *shared* (a tenant's settings
+    many commands consult). A save still checks each aggregate's version, so an aggregate
+    changed since it was read ahead is a conflict, never a lost update."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ahead = threading.local()
+
+    def get(self, aggregate_id: UUID, *, version: int | None = None, **kwargs: Any) -> Any:
+        ahead: dict[UUID, tuple[Any, bool]] | None = getattr(self._ahead, "aggregates", None)
+        if ahead is not None and version is None and aggregate_id in ahead:
+            aggregate, shared = ahead[aggregate_id]
+            if not shared:
+                del ahead[aggregate_id]
+            if aggregate is None:
+                raise AggregateNotFoundError(aggregate_id)
+            return copy.deepcopy(aggregate) if shared else aggregate
+        return super().get(aggregate_id, version=version, **kwargs)
+
+
 Prepare = Callable[[], Step]
 Finish = Callable[[dict[str, Any], bool], Step]
 
@@ -129,6 +160,46 @@ class LedgerBase(Application[UUID]):
         self.gateway = gateway
         self.fingerprint_secret = fingerprint_secret
         self.now = now
+
+    def construct_repository(self) -> Repository[UUID]:
+        repository = super().construct_repository()
+        return ReadAheadRepository(
+            event_store=repository.event_store,
+            snapshot_store=repository.snapshot_store,
+        )
+
+    @contextmanager
+    def reading_ahead(self) -> Iterator[None]:
+        """A block in which ``read_ahead`` aggregates are served from memory (this thread)."""
+        repository = self.repository
+        assert isinstance(repository, ReadAheadRepository)
+        repository._ahead.aggregates = {}
+        try:
+            yield
+        finally:
+            repository._ahead.aggregates = None
+
+    def read_ahead(self, ids: Iterable[UUID], *, shared: bool = False) -> dict[UUID, Any]:
+        """Read these aggregates in one round trip (where the recorder can), for the commands
+        of the enclosing ``reading_ahead`` block; returns them (None: no such aggregate)."""
+        ids = list(dict.fromkeys(ids))
+        bulk = getattr(self.recorder, "select_events_of", None)
+        stored: dict[UUID, list[Any]] = {aggregate_id: [] for aggregate_id in ids}
+        if bulk is not None:
+            for event in bulk(ids):
+                stored[event.originator_id].append(event)
+        else:
+            for aggregate_id in ids:
+                stored[aggregate_id] = list(self.recorder.select_events(aggregate_id))
+        found: dict[UUID, Any] = {}
+        for aggregate_id, events in stored.items():
+            found[aggregate_id] = project_aggregate(
+                None, (self.mapper.to_domain_event(event) for event in events)
+            )
+        ahead = getattr(self.repository._ahead, "aggregates", None)  # type: ignore[attr-defined]
+        if ahead is not None:
+            ahead.update({key: (value, shared) for key, value in found.items()})
+        return found
 
     def run(
         self,
