@@ -74,9 +74,14 @@ class ProjectionLock:
         return True
 
     def release(self) -> None:
-        """Close the session, which releases the lock."""
-        self.held = False
+        """Unlock, then close the session. The unlock is answered before this returns: closing
+        alone ends the session on the server a moment later, and a standby trying at once
+        would still find the lock taken."""
+        was_held, self.held = self.held, False
         conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                if was_held:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             with contextlib.suppress(psycopg.Error):
                 conn.close()

@@ -824,6 +824,40 @@ class BillingCommands(OrderCommands):
 
         return self._charge(tenant_id, idempotency_key, command, build, None)
 
+    def change_subscription_payment_method(
+        self,
+        *,
+        tenant_id: str,
+        subscription_id: UUID,
+        payment_method_id: UUID,
+        effective_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> CommandResult:
+        """Charge another card of the customer from now on; a past-due subscription is retried
+        with it at once (the answer shows the retry's outcome). Raises
+        ``SubscriptionNotFound``, ``PaymentMethodNotFound``, ``SubscriptionNotActive``,
+        ``ChargeInProgress``, ``InvalidEffectiveAt``."""
+
+        def change(subscription: Subscription, at: datetime) -> None:
+            customer = self.get_customer(tenant_id, subscription.customer_id)
+            method = customer.payment_method(payment_method_id)
+            subscription.change_payment_method(payment_method_id=method["id"], effective_at=at)
+
+        changed = self._change(
+            tenant_id, subscription_id, "payment_method",
+            {"payment_method_id": str(payment_method_id)}, effective_at, idempotency_key, change,
+        )  # fmt: skip
+        if changed.replayed or changed.body["status"] != SubscriptionStatus.PAST_DUE.value:
+            return changed
+        try:
+            retried = self.retry_subscription_now(
+                tenant_id=tenant_id, subscription_id=subscription_id
+            )
+        except DomainError as error:  # in progress elsewhere: the schedule retries it
+            logger.info("retry of subscription %s: %s", subscription_id, error.code)
+            return changed
+        return retried or changed
+
     def change_subscription_plan(
         self,
         *,

@@ -848,6 +848,7 @@ class Subscription(Aggregate):
         once, by the application)."""
         if self.status in ENDED:
             raise SubscriptionNotActive("this subscription has ended")
+        self._require_no_pending()
         changes: dict[str, Any] = {"payment_method_id": payment_method_id}
         if self.status is SubscriptionStatus.PAST_DUE:
             # A hard decline's card is replaced: retries may run again.

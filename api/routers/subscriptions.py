@@ -255,6 +255,34 @@ def change_plan(
     return command_body(response, result)
 
 
+class PaymentMethodBody(Request):
+    payment_method_id: UUID
+    effective_at: EffectiveAt = None
+
+
+@router.post(
+    "/{subscription_id}/payment-method", response_model=SubscriptionOut, responses=GATEWAY_UNKNOWN
+)
+def change_payment_method(
+    subscription_id: UUID,
+    body: PaymentMethodBody,
+    principal: CommandPrincipal,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    """Charge another card of the customer from now on (404 ``payment_method_not_found`` for a
+    card not on file); a past-due subscription is retried with it at once."""
+    result = services.ledger.change_subscription_payment_method(
+        tenant_id=principal.tenant_id,
+        subscription_id=subscription_id,
+        payment_method_id=body.payment_method_id,
+        effective_at=_effective(principal, body.effective_at),
+        idempotency_key=idempotency_key,
+    )
+    return command_body(response, result)
+
+
 def _simple(action: str) -> Any:
     def command(
         subscription_id: UUID,

@@ -405,3 +405,27 @@ def test_other_tenant_cannot_replace_a_card_or_run_our_billing(
     clock.advance(days=40)
     billing.settled()
     assert globex.post("/v1/billing/run").json()["due"] == 0
+
+
+def test_switching_a_past_due_subscription_to_another_card_retries_it_at_once(
+    billing: Billing, clock: Clock, globex: Merchant
+) -> None:
+    sub = billing.subscribe(billing.plan("switch", 2200, trial_days=1), INSUFFICIENT_FUNDS_CARD)
+    sub = sub.json()
+    clock.advance(days=1, seconds=1)
+    assert billing.run()["failed"] == 1
+    other_card = billing.m.card(sub["customer_id"], GOOD_CARD)
+    strangers_card = globex.card(globex.customer()["id"], GOOD_CARD)
+    refused = billing.m.post(
+        f"/v1/subscriptions/{sub['id']}/payment-method",
+        {"payment_method_id": strangers_card["id"]},
+    )
+    assert_error(refused, 404, "payment_method_not_found")
+    switched = billing.m.post(
+        f"/v1/subscriptions/{sub['id']}/payment-method", {"payment_method_id": other_card["id"]}
+    )
+    assert switched.status_code == 200, switched.text
+    body = switched.json()
+    assert body["payment_method_id"] == other_card["id"]
+    assert body["status"] == "active" and body["last_charge"]["outcome"] == "succeeded"
+    assert billing.read(sub["id"])["status"] == "active"

@@ -73,8 +73,38 @@ DOCUMENTED_RULES = {
             "/v1/subscriptions",
             *(
                 f"/v1/subscriptions/{{subscription_id}}/{action}"
-                for action in ("cancel", "change-plan", "pause", "resume", "reactivate")
+                for action in (
+                    "cancel",
+                    "change-plan",
+                    "pause",
+                    "resume",
+                    "reactivate",
+                    "payment-method",
+                )
             ),
+        )
+    ),
+    # Distributors: a leg goes with a placement parent (across two fields); an effective
+    # instant after 1970, not in the future, not before a parent joined or the tenant's latest
+    # move; reads wait for a position.
+    *(
+        ("POST", path, 422, code)
+        for path, codes in (
+            ("/v1/distributors", ("invalid_placement", "invalid_joined_at")),
+            (
+                "/v1/distributors/{distributor_id}/placement",
+                ("invalid_placement", "invalid_effective_at"),
+            ),
+            ("/v1/distributors/{distributor_id}/status", ("invalid_effective_at",)),
+        )
+        for code in codes
+    ),
+    *(
+        ("GET", path, 422, "position_not_reached")
+        for path in (
+            "/v1/distributors/{distributor_id}",
+            "/v1/distributors/{distributor_id}/downline",
+            "/v1/distributors/{distributor_id}/upline",
         )
     ),
     # A dunning policy's retry days increase (across the list's items).
