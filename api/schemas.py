@@ -141,6 +141,17 @@ class OrderLineIn(Request):
     sku: Annotated[str, Field(min_length=1, max_length=SKU_LENGTH_MAX, pattern=_VISIBLE)]
     quantity: integer(1, QUANTITY_MAX)  # type: ignore[valid-type]
     unit_price_minor: AmountMinor
+    volume_minor: AmountMinor | None = Field(
+        default=None,
+        description="The line's personal volume (PV) for commissions; default: its amount",
+    )
+
+
+class AttributionIn(Request):
+    distributor_id: UUID | None = Field(
+        default=None, description="The distributor the order is credited to (commissions)"
+    )
+    affiliate_id: Annotated[str, Field(min_length=1, max_length=64, pattern=_VISIBLE)] | None = None
 
 
 class PaymentIn(Request):
@@ -161,6 +172,7 @@ class OrderCreate(Request):
     currency: CurrencyCode
     lines: Annotated[list[OrderLineIn], Field(min_length=1, max_length=LINES_MAX)]
     payment: PaymentIn | None = None
+    attribution: AttributionIn | None = None
 
 
 class RefundCreate(Request):
@@ -259,10 +271,20 @@ class PaymentMethodOut(BaseModel):
 
 
 class OrderLineOut(BaseModel):
+    """A line; ``volume_minor`` (its personal volume for commissions) is present when it was
+    given at placing (else the volume is the amount)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
     sku: str
     quantity: int
     unit_price_minor: int
     amount_minor: int
+
+
+class AttributionOut(BaseModel):
+    distributor_id: UUID | None
+    affiliate_id: str | None
 
 
 class PaymentAttemptOut(BaseModel):
@@ -305,6 +327,9 @@ class OrderOut(BaseModel):
     charged_back_minor: int = Field(default=0, description="Money lost to chargebacks")
     parent_order_id: UUID | None = Field(
         default=None, description="The order a one-click upsell follows"
+    )
+    attribution: AttributionOut | None = Field(
+        default=None, description="The distributor and affiliate the order is credited to"
     )
     lines: list[OrderLineOut]
     placed_at: datetime

@@ -62,6 +62,8 @@ def fingerprint(secret: bytes, command: Any) -> str:
         field.name: getattr(command, field.name)
         for field in dataclasses.fields(command)
         if not field.metadata.get("secret")
+        # A field added later, left unset: requests from before it keep their fingerprint.
+        and not (field.metadata.get("added") and getattr(command, field.name) is None)
     }
     canonical = json.dumps(
         {"command": type(command).__name__, "input": fields},
@@ -70,6 +72,11 @@ def fingerprint(secret: bytes, command: Any) -> str:
         separators=(",", ":"),
     )
     return hmac.new(secret, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def added_field(**kwargs: Any) -> Any:
+    """A command field added after keys were recorded: left None, it is not fingerprinted."""
+    return dataclasses.field(default=None, metadata={"added": True}, **kwargs)
 
 
 def validate_key(key: str) -> str:

@@ -19,6 +19,7 @@ from eventsourcing.application import AggregateNotFoundError
 from application.commands import CommandResult, Step
 from application.customers import CustomerCommands
 from application.gateways import count_chargeback
+from application.idempotency import added_field
 from application.payments import PaymentCommands
 from domain.customer import Customer
 from domain.errors import NotFound
@@ -46,6 +47,7 @@ class PlaceOrder:
     lines: list[dict[str, Any]]
     payment: dict[str, Any] | None
     source: str
+    attribution: dict[str, Any] | None = added_field()
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ def render_order(
     charged_back_minor: int = 0,
     chargebacks: list[dict[str, Any]] | None = None,
     parent_order_id: UUID | str | None = None,
+    attribution: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An order as the API shows it, from the aggregate or from a read-model row.
 
@@ -150,6 +153,7 @@ def render_order(
         "refunded_minor": refunded_minor,
         "charged_back_minor": charged_back_minor,
         "parent_order_id": None if parent_order_id is None else str(parent_order_id),
+        "attribution": attribution,
         "lines": lines,
         "placed_at": placed_at.isoformat(),
         "payment": payment,
@@ -175,6 +179,7 @@ def order_body(order: Order) -> dict[str, Any]:
         charged_back_minor=order.charged_back_minor,
         chargebacks=list(order.chargebacks.values()),
         parent_order_id=order.parent_order_id,
+        attribution=order.attribution,
     )
 
 
@@ -188,9 +193,11 @@ class OrderCommands(CustomerCommands, PaymentCommands):
         lines: list[dict[str, Any]],
         payment: dict[str, Any] | None = None,
         source: str = "api",
+        attribution: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> CommandResult:
         """Place an order and, when ``payment`` names a method, purchase its total at once.
+        ``attribution``: the distributor and affiliate it is credited to (commissions).
 
         With a payment, the order and the payment intent are saved before the gateway is
         called, the outcome after. A declined purchase still records the order (``declined``).
@@ -199,7 +206,12 @@ class OrderCommands(CustomerCommands, PaymentCommands):
         ``IdempotencyKeyReused``, ``IdempotencyKeyInProgress``, ``GatewayOutcomeUnknown``.
         """
         command = PlaceOrder(
-            customer_id=customer_id, currency=currency, lines=lines, payment=payment, source=source
+            customer_id=customer_id,
+            currency=currency,
+            lines=lines,
+            payment=payment,
+            source=source,
+            attribution=attribution,
         )
 
         def build() -> Placement:
@@ -210,6 +222,7 @@ class OrderCommands(CustomerCommands, PaymentCommands):
                 currency=currency,
                 lines=lines,
                 source=source,
+                attribution=attribution,
             )
             return customer, order, payment
 

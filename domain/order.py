@@ -197,15 +197,48 @@ def _validated_lines(lines: list[dict]) -> list[dict]:
         unit_price_minor = validate_amount_minor(
             line.get("unit_price_minor"), param=f"lines.{index}.unit_price_minor"
         )
-        result.append(
-            {
-                "sku": sku,
-                "quantity": quantity,
-                "unit_price_minor": unit_price_minor,
-                "amount_minor": quantity * unit_price_minor,
-            }
-        )
+        validated = {
+            "sku": sku,
+            "quantity": quantity,
+            "unit_price_minor": unit_price_minor,
+            "amount_minor": quantity * unit_price_minor,
+        }
+        if line.get("volume_minor") is not None:
+            # The line's personal volume (PV) for commissions; without it, its amount.
+            validated["volume_minor"] = validate_amount_minor(
+                line["volume_minor"], param=f"lines.{index}.volume_minor"
+            )
+        result.append(validated)
     return result
+
+
+def validated_attribution(attribution: dict | None) -> dict | None:
+    """``{distributor_id, affiliate_id}`` (each optional) of an order, or None. Raises
+    ``InvalidInput``."""
+    if attribution is None:
+        return None
+    if not isinstance(attribution, dict) or set(attribution) - {"distributor_id", "affiliate_id"}:
+        raise InvalidInput(
+            "attribution has a distributor_id and an affiliate_id", param="attribution"
+        )
+    distributor_id = attribution.get("distributor_id")
+    affiliate_id = attribution.get("affiliate_id")
+    if distributor_id is not None:
+        try:
+            distributor_id = str(UUID(str(distributor_id)))
+        except ValueError:
+            raise InvalidInput(
+                "a distributor id is a UUID", param="attribution.distributor_id"
+            ) from None
+    if affiliate_id is not None and (
+        not isinstance(affiliate_id, str) or not affiliate_id.strip() or len(affiliate_id) > 64
+    ):
+        raise InvalidInput(
+            "an affiliate id has 1 to 64 characters", param="attribution.affiliate_id"
+        )
+    if distributor_id is None and affiliate_id is None:
+        return None
+    return {"distributor_id": distributor_id, "affiliate_id": affiliate_id}
 
 
 def history_requested(
@@ -276,11 +309,14 @@ class Order(Aggregate):
         lines: list[dict],
         source: str = "api",
         parent_order_id: UUID | None = None,
+        attribution: dict | None = None,
     ) -> Order:
-        """Place an order (``parent_order_id``: the order an upsell follows).
+        """Place an order (``parent_order_id``: the order an upsell follows; ``attribution``:
+        the distributor and affiliate it is credited to).
 
-        Raises ``InvalidOrderLines``, ``InvalidAmount``, ``UnknownCurrency``.
+        Raises ``InvalidOrderLines``, ``InvalidAmount``, ``UnknownCurrency``, ``InvalidInput``.
         """
+        attribution = validated_attribution(attribution)
         validate_currency(currency)
         validated = _validated_lines(lines)
         total = sum(
@@ -299,12 +335,14 @@ class Order(Aggregate):
             total_minor=total_minor,
             source=source,
             parent_order_id=parent_order_id,
+            attribution=attribution,
         )
 
     class Placed(Aggregate.Created):
-        """Version 2 names the order a one-click upsell follows (None for other orders)."""
+        """Version 2 names the order a one-click upsell follows (None for other orders);
+        version 3 its attribution (distributor, affiliate; None when not attributed)."""
 
-        class_version = 2
+        class_version = 3
         tenant_id: str
         customer_id: UUID
         currency: str
@@ -312,10 +350,15 @@ class Order(Aggregate):
         total_minor: int
         source: str
         parent_order_id: UUID | None
+        attribution: dict | None
 
         @staticmethod
         def upcast_v1_v2(state: dict) -> None:
             state["parent_order_id"] = None
+
+        @staticmethod
+        def upcast_v2_v3(state: dict) -> None:
+            state["attribution"] = None
 
     @event(Placed)
     def __init__(
@@ -328,8 +371,10 @@ class Order(Aggregate):
         total_minor: int,
         source: str,
         parent_order_id: UUID | None = None,
+        attribution: dict | None = None,
     ):
         self.tenant_id = tenant_id
+        self.attribution = attribution
         self.customer_id = customer_id
         self.currency = currency
         self.lines = lines

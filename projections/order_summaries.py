@@ -43,6 +43,7 @@ _COLUMNS = (
     "chargebacks",
     "parent_order_id",
     "lines",
+    "attribution",
     "source",
     "attempts",
     "decline_code",
@@ -76,6 +77,7 @@ class OrderSummariesView(BatchView):
             " chargebacks jsonb NOT NULL DEFAULT '[]',"
             " parent_order_id uuid,"
             " lines jsonb NOT NULL,"
+            " attribution jsonb,"
             " source text NOT NULL,"
             " attempts integer NOT NULL,"
             " decline_code text,"
@@ -95,6 +97,7 @@ class OrderSummariesView(BatchView):
             "charged_back_minor bigint NOT NULL DEFAULT 0",
             "chargebacks jsonb NOT NULL DEFAULT '[]'",
             "parent_order_id uuid",
+            "attribution jsonb",
         ):
             yield SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS " + column).format(orders)
         for suffix, columns in (
@@ -121,7 +124,9 @@ class OrderSummariesView(BatchView):
             "orders",
             _COLUMNS,
             changes.values(),
-            jsonb_columns=frozenset({"lines", "payment_history", "pending_calls", "chargebacks"}),
+            jsonb_columns=frozenset(
+                {"lines", "attribution", "payment_history", "pending_calls", "chargebacks"}
+            ),
         )
 
     # Queries ----------------------------------------------------------------------------------
@@ -222,6 +227,7 @@ class OrderSummariesProjection(BatchProjection[OrderSummariesView]):
             "chargebacks": [],
             "parent_order_id": e.parent_order_id,
             "lines": e.lines,
+            "attribution": e.attribution,
             "source": e.source,
             "attempts": 0,
             "decline_code": None,

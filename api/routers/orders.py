@@ -81,8 +81,9 @@ def place_order(
         tenant_id=principal.tenant_id,
         customer_id=body.customer_id,
         currency=body.currency,
-        lines=[line.model_dump() for line in body.lines],
+        lines=[line.model_dump(exclude_none=True) for line in body.lines],
         payment=body.payment.model_dump(mode="json") if body.payment else None,
+        attribution=body.attribution.model_dump(mode="json") if body.attribution else None,
         idempotency_key=idempotency_key,
     )
     return command_body(response, result)
@@ -249,6 +250,7 @@ def order_from_row(row: dict[str, Any]) -> dict[str, Any]:
         charged_back_minor=row.get("charged_back_minor", 0),
         chargebacks=row.get("chargebacks"),
         parent_order_id=row.get("parent_order_id"),
+        attribution=row.get("attribution"),
     )
 
 
