@@ -56,6 +56,7 @@ from domain.routing import RoutingConfig
 from projections.base import BatchProjection, BatchView, positions_channel
 from projections.customer_summaries import CustomerSummariesProjection, CustomerSummariesView
 from projections.gateway_report import GatewayReportProjection, GatewayReportView
+from projections.genealogy import GenealogyProjection, GenealogyView
 from projections.mrr import MrrProjection, MrrView
 from projections.order_summaries import OrderSummariesProjection, OrderSummariesView
 from projections.sales_report import SalesReportProjection, SalesReportView
@@ -115,6 +116,11 @@ class Services:
     def subscriptions(self) -> SubscriptionsView:
         """The serving version of the subscriptions (and plans) read model."""
         return self.serving.serving_view("subscriptions")  # type: ignore[return-value]
+
+    @property
+    def genealogy(self) -> GenealogyView:
+        """The serving version of the genealogy read model (distributors, both trees)."""
+        return self.serving.serving_view("genealogy")  # type: ignore[return-value]
 
     @property
     def mrr(self) -> MrrView:
@@ -370,6 +376,7 @@ def bootstrap(
         "gateway_report": GatewayReportView,
         "mrr": MrrView,
         "subscriptions": SubscriptionsView,
+        "genealogy": GenealogyView,
     }
     serving = ServingVersions(
         datastore,
@@ -398,6 +405,7 @@ def bootstrap(
         GatewayReportProjection(serving_view("gateway_report")),
         MrrProjection(serving_view("mrr")),
         SubscriptionsProjection(serving_view("subscriptions")),
+        GenealogyProjection(serving_view("genealogy")),
     ]
     runners = {
         projection.name: ProjectionRunner(

@@ -22,8 +22,10 @@ from api.errors import error_response, install_error_handlers
 from api.routers import (
     api_keys,
     billing,
+    commission_plans,
     customers,
     disputes,
+    distributors,
     gateways,
     health,
     mrr,
@@ -129,6 +131,8 @@ def create_app(services: Any = None, *, api_only: bool = False) -> FastAPI:
     app.include_router(subscriptions.router)
     app.include_router(subscriptions.policy_router)
     app.include_router(billing.router)
+    app.include_router(commission_plans.router)
+    app.include_router(distributors.router)
     document_route_statuses(app)
     return app
 

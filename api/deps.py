@@ -84,6 +84,7 @@ class LedgerServices(Protocol):
     mrr: Any  # projections.mrr.MrrView
     fx_rates: Any  # adapters.fx_rates.PgFxRates
     subscriptions: Any  # projections.subscriptions' view
+    genealogy: Any  # projections.genealogy's view
     billing: BillingRuns
     access: AccessControl
     waiter: PositionWaiter
@@ -297,6 +298,7 @@ CustomersReader = Annotated[Principal, Depends(_reader_at_min_position(lambda s:
 SubscriptionsReader = Annotated[
     Principal, Depends(_reader_at_min_position(lambda s: s.subscriptions))
 ]
+GenealogyReader = Annotated[Principal, Depends(_reader_at_min_position(lambda s: s.genealogy))]
 
 # Route parameters that apply ``?min_position=`` to a read model before the (sync) route body.
 OrdersAtMinPosition = Annotated[None, Depends(_read_at_min_position(lambda s: s.orders))]
