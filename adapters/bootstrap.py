@@ -45,7 +45,7 @@ from adapters.postgres import (
     ensure_schema,
     eventsourcing_env,
 )
-from adapters.projection_lock import ProjectionLock
+from adapters.projection_lock import ProjectionLock, schema_setup_lock
 from adapters.projection_runner import ProjectionRunner
 from adapters.reconciliation import PaymentReconciler
 from adapters.settings import Settings
@@ -330,59 +330,63 @@ def bootstrap(
     redis_url = embedded.settings.redis_url
     assert database_url is not None
 
-    ensure_schema(database_url, settings.db_schema)
-    env = eventsourcing_env(
-        database_url,
-        schema=settings.db_schema,
-        pool_size=settings.pool_size,
-        pool_max_overflow=settings.pool_max_overflow,
-    )
-    ledger = bootstrap_ledger(
-        env,
-        vault=vault,
-        gateway=gateway,
-        processors=processors_from(settings),
-        routing=routing_config(settings),
-        fingerprint_secret=_secret(database_url, settings.db_schema, "idempotency_fingerprint"),
-    )
-    # The ledger's pool is shared by the read models and stores below: one budget of connections.
-    datastore = ledger.factory.datastore  # type: ignore[attr-defined]
-    ledger.recorder.batch_saves_max = settings.group_commit_saves_max  # type: ignore[attr-defined]
-    if gateway is None:
-        # The default processor is the sandbox, keeping its own books in this database.
-        book = PgSandboxBook(datastore)
-        book.create_tables()
-        ledger.gateway = SandboxGateway(book)
-    sandbox_book = ledger.gateway.book if isinstance(ledger.gateway, SandboxGateway) else None
-    # Routing figures of every gateway, shared by the processes through this database.
-    gateway_figures = PgGatewayFigures(datastore)
-    gateway_figures.create_tables()
-    ledger.gateway_figures = gateway_figures
+    # Processes starting together (``serve --workers N``) create the schema one at a time:
+    # concurrent DDL on the same catalog rows fails ("tuple concurrently updated").
+    with schema_setup_lock(database_url, settings.db_schema):
+        ensure_schema(database_url, settings.db_schema)
+        env = eventsourcing_env(
+            database_url,
+            schema=settings.db_schema,
+            pool_size=settings.pool_size,
+            pool_max_overflow=settings.pool_max_overflow,
+        )
+        ledger = bootstrap_ledger(
+            env,
+            vault=vault,
+            gateway=gateway,
+            processors=processors_from(settings),
+            routing=routing_config(settings),
+            fingerprint_secret=_secret(database_url, settings.db_schema, "idempotency_fingerprint"),
+        )
+        # The ledger's pool is shared by the read models and stores below: one budget of
+        # connections.
+        datastore = ledger.factory.datastore  # type: ignore[attr-defined]
+        ledger.recorder.batch_saves_max = settings.group_commit_saves_max  # type: ignore[attr-defined]
+        if gateway is None:
+            # The default processor is the sandbox, keeping its own books in this database.
+            book = PgSandboxBook(datastore)
+            book.create_tables()
+            ledger.gateway = SandboxGateway(book)
+        sandbox_book = ledger.gateway.book if isinstance(ledger.gateway, SandboxGateway) else None
+        # Routing figures of every gateway, shared by the processes through this database.
+        gateway_figures = PgGatewayFigures(datastore)
+        gateway_figures.create_tables()
+        ledger.gateway_figures = gateway_figures
 
-    access = AccessStore(datastore)
-    access.create_tables()
-    if settings.bootstrap_api_key:
-        access.create_key("default", "admin", settings.bootstrap_api_key)
-    notifications = NotificationStore(datastore)
-    notifications.create_tables()
-    fx_rates = PgFxRates(datastore)
-    fx_rates.create_tables()
+        access = AccessStore(datastore)
+        access.create_tables()
+        if settings.bootstrap_api_key:
+            access.create_key("default", "admin", settings.bootstrap_api_key)
+        notifications = NotificationStore(datastore)
+        notifications.create_tables()
+        fx_rates = PgFxRates(datastore)
+        fx_rates.create_tables()
 
-    view_classes: dict[str, type[BatchView]] = {
-        "order_summaries": OrderSummariesView,
-        "customer_summaries": CustomerSummariesView,
-        "paid_order_dispatch": DispatchView,
-        "sales_report": SalesReportView,
-        "gateway_report": GatewayReportView,
-        "mrr": MrrView,
-        "subscriptions": SubscriptionsView,
-        "genealogy": GenealogyView,
-    }
-    serving = ServingVersions(
-        datastore,
-        {name: _view_factory(cls, datastore) for name, cls in view_classes.items()},
-    )
-    serving.create_tables()
+        view_classes: dict[str, type[BatchView]] = {
+            "order_summaries": OrderSummariesView,
+            "customer_summaries": CustomerSummariesView,
+            "paid_order_dispatch": DispatchView,
+            "sales_report": SalesReportView,
+            "gateway_report": GatewayReportView,
+            "mrr": MrrView,
+            "subscriptions": SubscriptionsView,
+            "genealogy": GenealogyView,
+        }
+        serving = ServingVersions(
+            datastore,
+            {name: _view_factory(cls, datastore) for name, cls in view_classes.items()},
+        )
+        serving.create_tables()
 
     broker = broker or redis_broker(redis_url or "", settings.redis_namespace)
     jobs = Jobs(broker, ledger, notifications)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -85,3 +86,17 @@ class ProjectionLock:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             with contextlib.suppress(psycopg.Error):
                 conn.close()
+
+
+@contextlib.contextmanager
+def schema_setup_lock(database_url: str, schema: str) -> Iterator[None]:
+    """Hold the schema's set-up lock (a session advisory lock) for the block: processes that
+    bootstrap at the same time create tables one after the other."""
+    with connect(database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        key = advisory_key(schema, "schema-setup")
+        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
